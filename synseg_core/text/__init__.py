@@ -1,0 +1,1 @@
+"""Text side: prompt templates, embedding cache, categories from captions."""

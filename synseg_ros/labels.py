@@ -1,0 +1,100 @@
+"""The vocabulary as label ids: validation, stable ids across changes, and the label image encoding.
+
+ROS-free. Ids follow the vision_msgs convention: label images are `mono8` with 255 = unlabeled while
+every id fits below 255, otherwise `16UC1` with 65535 = unlabeled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from synseg_core.visualize import colour_for
+
+MONO8_UNLABELED = 255
+MONO16_UNLABELED = 65535
+MAX_WORDS = MONO16_UNLABELED  # ids 0..65534; the last value means unlabeled
+
+
+def parse_vocabulary(words: object, max_words: int = MAX_WORDS) -> tuple[str, ...]:
+    """Check a vocabulary and return its words, stripped; raise ValueError with the reason.
+
+    Rejects what would give an ambiguous or useless label map: no words, blank words, a word given
+    twice (ignoring case and surrounding spaces), more than `max_words` words, non-strings.
+    """
+    if isinstance(words, str) or not isinstance(words, Iterable):
+        raise ValueError(
+            f"vocabulary must be a list of words such as [door, chair], got {type(words).__name__}"
+        )
+    words = list(words)
+    if not words:
+        raise ValueError("vocabulary must not be empty")
+    cleaned: list[str] = []
+    seen: dict[str, str] = {}
+    for word in words:
+        if not isinstance(word, str):
+            raise ValueError(f"vocabulary words must be strings, got {word!r}")
+        word = word.strip()
+        if not word:
+            raise ValueError("vocabulary contains an empty word")
+        key = word.casefold()
+        if key in seen:
+            raise ValueError(f"vocabulary contains '{word}' twice")
+        seen[key] = word
+        cleaned.append(word)
+    if len(cleaned) > max_words:
+        raise ValueError(f"vocabulary has {len(cleaned)} words, at most {max_words} are allowed")
+    return tuple(cleaned)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Words with the id each has in label images.
+
+    `words` is the order given to the model, so a model index i means id `ids[i]`. A word that stays
+    across `with_words` keeps its id; new words take the lowest free ids. `version` counts changes of
+    the id -> word map, so consumers can tell which map a mask was made with.
+    """
+
+    words: tuple[str, ...]
+    ids: tuple[int, ...]
+    version: int = 1
+
+    @classmethod
+    def create(cls, words: Sequence[str]) -> LabelMap:
+        return cls(tuple(words), tuple(range(len(words))))
+
+    def with_words(self, words: Sequence[str]) -> LabelMap:
+        """The map for a new vocabulary; `self` when it maps the same ids to the same words."""
+        kept = dict(zip(self.words, self.ids))
+        taken = {kept[word] for word in words if word in kept}
+        free = (i for i in range(MAX_WORDS) if i not in taken)
+        ids = tuple(kept[word] if word in kept else next(free) for word in words)
+        if dict(zip(words, ids)) == kept:
+            return self
+        return LabelMap(tuple(words), ids, self.version + 1)
+
+    @property
+    def unlabeled(self) -> int:
+        return MONO8_UNLABELED if max(self.ids) < MONO8_UNLABELED else MONO16_UNLABELED
+
+    @property
+    def encoding(self) -> str:
+        return "mono8" if self.unlabeled == MONO8_UNLABELED else "16UC1"
+
+    @cached_property
+    def _lookup(self) -> np.ndarray:
+        # Model labels are indices with -1 for unlabeled; index -1 picks the last entry.
+        dtype = np.uint8 if self.unlabeled == MONO8_UNLABELED else np.uint16
+        return np.array([*self.ids, self.unlabeled], dtype=dtype)
+
+    def encode(self, labels: np.ndarray) -> np.ndarray:
+        """Model labels [H, W] (indices into `words`, -1 = unlabeled) -> label image [H, W] of ids."""
+        return self._lookup[labels]
+
+    def classes(self) -> list[tuple[int, str, tuple[int, int, int]]]:
+        """(id, word, RGB colour) for every word, by id."""
+        return sorted((i, word, colour_for(word)) for i, word in zip(self.ids, self.words))
