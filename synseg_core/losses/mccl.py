@@ -11,6 +11,13 @@ a validity mask [B, N] and no Python loop over images:
 
 with sim the cosine similarity clipped to [0.005, 0.995]. Each term is averaged
 over the images where it is defined (pair terms need N_I >= 2).
+
+The clip keeps both logs finite. A hard clamp also zeroes the gradient outside
+the range, and at initialisation every term sits there (S_c ~ 0.5 everywhere
+makes f_c ~ f̄_c, so sim ~ 1; a random projector gives sim(f_c, t_c) < 0), so
+nothing would ever train. By default the clip is therefore straight-through:
+the loss value is exactly the paper's, the gradient is that of the unclipped
+similarity. ``straight_through=False`` gives the hard clamp.
 """
 from __future__ import annotations
 
@@ -30,15 +37,16 @@ class MCCLWeights:
     sep: float = 1.0
 
 
-def clipped_cosine(a: torch.Tensor, b: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """Cosine similarity along the last dim, clipped so both log(s) and log(1 - s) stay finite."""
-    return F.cosine_similarity(a, b, dim=-1, eps=1e-8).clamp(low, high)
+def clip_similarity(sim: torch.Tensor, low: float, high: float, straight_through: bool = True) -> torch.Tensor:
+    """Clip to [low, high] so log(s) and log(1 - s) stay finite; straight-through keeps the gradient of ``sim``."""
+    clipped = sim.clamp(low, high)
+    return sim + (clipped - sim).detach() if straight_through else clipped
 
 
-def _pairwise_cosine(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """x [B, N, T] -> [B, N, N] clipped cosine similarities."""
+def _pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
+    """x [B, N, T] -> [B, N, N] cosine similarities."""
     unit = F.normalize(x, dim=-1, eps=1e-8)
-    return (unit @ unit.transpose(1, 2)).clamp(low, high)
+    return unit @ unit.transpose(1, 2)
 
 
 def _masked_image_mean(per_item: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -59,6 +67,7 @@ def mccl_loss(
     mask: torch.Tensor,
     weights: MCCLWeights | None = None,
     clip: tuple[float, float] = (0.005, 0.995),
+    straight_through: bool = True,
 ) -> dict[str, torch.Tensor]:
     """MCCL terms, weighted by λ1..λ4.
 
@@ -72,15 +81,18 @@ def mccl_loss(
     mask = mask.bool()
     valid = mask.to(foreground.dtype)
 
-    sim_align = clipped_cosine(foreground, text, low, high)  # [B, N]
-    sim_cont = clipped_cosine(foreground, background, low, high)  # [B, N]
+    def clipped(sim: torch.Tensor) -> torch.Tensor:
+        return clip_similarity(sim, low, high, straight_through)
+
+    sim_align = clipped(F.cosine_similarity(foreground, text, dim=-1, eps=1e-8))  # [B, N]
+    sim_cont = clipped(F.cosine_similarity(foreground, background, dim=-1, eps=1e-8))  # [B, N]
     align = _masked_image_mean(-torch.log(sim_align), valid)
     cont = _masked_image_mean(-torch.log1p(-sim_cont), valid)
 
     eye = torch.eye(mask.shape[1], dtype=torch.bool, device=mask.device)
     pair_mask = (mask.unsqueeze(2) & mask.unsqueeze(1) & ~eye).to(foreground.dtype)  # [B, N, N], j != k
-    sim_back = _pairwise_cosine(background, low, high)
-    sim_sep = _pairwise_cosine(foreground, low, high)
+    sim_back = clipped(_pairwise_cosine(background))
+    sim_sep = clipped(_pairwise_cosine(foreground))
     back = _masked_image_mean(-torch.log(sim_back), pair_mask)
     sep = _masked_image_mean(-torch.log1p(-sim_sep), pair_mask)
 

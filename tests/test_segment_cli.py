@@ -1,0 +1,59 @@
+"""`python -m synseg_core.segment`: files a person can open, and bad input that never stops the batch."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from synseg_core.segment import main
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("a", "b"):
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+        paths.append(path)
+    return paths
+
+
+def test_writes_labels_overlay_and_json_per_image(tmp_path, images, tiny_checkpoint):
+    out = tmp_path / "out"
+    code = main([*map(str, images), "--vocabulary", "door, chair", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--threshold", "0"])
+    assert code == 0
+    labels = cv2.imread(str(out / "a_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (40, 60) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
+    overlay = cv2.imread(str(out / "b_overlay.png"))
+    assert overlay.shape[0] >= 40 and overlay.shape[1] > 60  # image + legend panel (taller when the legend is)
+    info = json.loads((out / "a_labels.json").read_text())
+    assert info["labels"] == {"0": "door", "1": "chair"} and info["unlabeled"] == 255
+
+
+def test_a_bad_image_is_reported_and_the_others_still_processed(tmp_path, images, tiny_checkpoint, caplog):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out"
+    code = main([str(corrupt), str(images[0]), str(tmp_path / "missing.jpg"), "-v", "door", "-c", str(tiny_checkpoint), "-o", str(out)])
+    assert code == 1
+    assert (out / "a_labels.png").is_file()
+    assert "corrupt.png: not a readable image" in caplog.text and "missing.jpg: no such file" in caplog.text
+
+
+def test_empty_vocabulary_exits_with_a_message(images, tmp_path, caplog):
+    assert main([str(images[0]), "--vocabulary", " , ", "--out", str(tmp_path / "o")]) == 2
+    assert "bad --vocabulary" in caplog.text
+
+
+def test_broken_checkpoint_exits_with_a_message(images, tmp_path, caplog):
+    assert main([str(images[0]), "-v", "door", "-c", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")]) == 2
+    assert "no such checkpoint directory" in caplog.text
+
+
+def test_help_teaches_with_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--vocabulary 'door,chair,floor'" in capsys.readouterr().out
