@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-STAGES = ("convert", "preprocess", "infer", "postprocess", "publish")
-
-
 class RateMeter:
     """Events per second over the last `window_s` seconds."""
 
@@ -65,7 +62,8 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._input = RateMeter(window_s, now)
         self._output = RateMeter(window_s, now)
-        self._stages: dict[str, deque[float]] = {s: deque(maxlen=samples) for s in STAGES}
+        self._samples = samples
+        self._stages: dict[str, deque[float]] = {}  # stage name -> recent seconds, in pipeline order
         self._node_latency: deque[float] = deque(maxlen=samples)
         self._stamp_latency: deque[float] = deque(maxlen=samples)
         self._last_input: float | None = None
@@ -90,7 +88,7 @@ class PipelineStats:
             self.processed += 1
             self._output.tick(time.monotonic())
             for stage, seconds in stage_seconds.items():
-                self._stages[stage].append(seconds)
+                self._stages.setdefault(stage, deque(maxlen=self._samples)).append(seconds)
             self._node_latency.append(node_latency_s)
             if stamp_latency_s is not None:
                 self._stamp_latency.append(stamp_latency_s)
@@ -116,7 +114,7 @@ class PipelineStats:
                 errors=self.errors,
                 input_hz=self._input.rate(now),
                 output_hz=self._output.rate(now),
-                stage_ms={s: _median_ms(v) for s, v in self._stages.items() if v},
+                stage_ms={s: _median_ms(v) for s, v in self._stages.items()},
                 node_latency_ms=_median_ms(self._node_latency) if self._node_latency else None,
                 stamp_latency_ms=_median_ms(self._stamp_latency) if self._stamp_latency else None,
                 last_problem=self.last_problem,

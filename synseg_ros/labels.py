@@ -1,7 +1,7 @@
 """The vocabulary as label ids: validation, stable ids across changes, and the label image encoding.
 
-ROS-free. Ids follow the vision_msgs convention: label images are `mono8` with 255 = unlabeled while
-every id fits below 255, otherwise `16UC1` with 65535 = unlabeled.
+ROS-free. Ids follow the vision_msgs convention: label images are `mono8` with 255 = unlabeled for up
+to 254 classes (ids 0..253), otherwise `16UC1` with 65535 = unlabeled.
 """
 
 from __future__ import annotations
@@ -12,42 +12,31 @@ from functools import cached_property
 
 import numpy as np
 
+from synseg_core.runtime.segmenter import MAX_VOCABULARY
+from synseg_core.text.prompts import check_vocabulary
 from synseg_core.visualize import colour_for
 
 MONO8_UNLABELED = 255
+MONO8_CLASSES = 254
 MONO16_UNLABELED = 65535
-MAX_WORDS = MONO16_UNLABELED  # ids 0..65534; the last value means unlabeled
+MAX_IDS = MONO16_UNLABELED  # ids 0..65534; the last value means unlabeled
 
 
-def parse_vocabulary(words: object, max_words: int = MAX_WORDS) -> tuple[str, ...]:
-    """Check a vocabulary and return its words, stripped; raise ValueError with the reason.
+def parse_vocabulary(words: object, max_words: int = MAX_VOCABULARY) -> tuple[str, ...]:
+    """Check a vocabulary given as a ROS value and return its stripped words.
 
-    Rejects what would give an ambiguous or useless label map: no words, blank words, a word given
-    twice (ignoring case and surrounding spaces), more than `max_words` words, non-strings.
+    Raises ValueError with the reason: not a list of strings (rclpy turns `[]` into a bool or byte
+    array), or anything the library rejects (empty, blank or repeated words, too many words).
     """
-    if isinstance(words, str) or not isinstance(words, Iterable):
+    if isinstance(words, (str, bytes)) or not isinstance(words, Iterable):
         raise ValueError(
             f"vocabulary must be a list of words such as [door, chair], got {type(words).__name__}"
         )
     words = list(words)
-    if not words:
-        raise ValueError("vocabulary must not be empty")
-    cleaned: list[str] = []
-    seen: dict[str, str] = {}
-    for word in words:
-        if not isinstance(word, str):
-            raise ValueError(f"vocabulary words must be strings, got {word!r}")
-        word = word.strip()
-        if not word:
-            raise ValueError("vocabulary contains an empty word")
-        key = word.casefold()
-        if key in seen:
-            raise ValueError(f"vocabulary contains '{word}' twice")
-        seen[key] = word
-        cleaned.append(word)
-    if len(cleaned) > max_words:
-        raise ValueError(f"vocabulary has {len(cleaned)} words, at most {max_words} are allowed")
-    return tuple(cleaned)
+    wrong = [word for word in words if not isinstance(word, str)]
+    if words and wrong:
+        raise ValueError(f"vocabulary words must be strings, got {wrong[0]!r}")
+    return tuple(check_vocabulary(words, max_words))
 
 
 @dataclass(frozen=True)
@@ -71,7 +60,7 @@ class LabelMap:
         """The map for a new vocabulary; `self` when it maps the same ids to the same words."""
         kept = dict(zip(self.words, self.ids))
         taken = {kept[word] for word in words if word in kept}
-        free = (i for i in range(MAX_WORDS) if i not in taken)
+        free = (i for i in range(MAX_IDS) if i not in taken)
         ids = tuple(kept[word] if word in kept else next(free) for word in words)
         if dict(zip(words, ids)) == kept:
             return self
@@ -79,7 +68,7 @@ class LabelMap:
 
     @property
     def unlabeled(self) -> int:
-        return MONO8_UNLABELED if max(self.ids) < MONO8_UNLABELED else MONO16_UNLABELED
+        return MONO8_UNLABELED if max(self.ids) < MONO8_CLASSES else MONO16_UNLABELED
 
     @property
     def encoding(self) -> str:

@@ -9,19 +9,20 @@ Settings changes go through the same thread and are applied between two frames, 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 Frame = TypeVar("Frame")
+Update = TypeVar("Update")
 
 
-class LatestFrameWorker(Generic[Frame]):
-    """Runs `process(frame)` on the newest submitted frame, and `apply(changes)` before it."""
+class LatestFrameWorker(Generic[Frame, Update]):
+    """Runs `process(frame)` on the newest submitted frame, and `apply(update)` between frames."""
 
     def __init__(
         self,
         process: Callable[[Frame], None],
-        apply: Callable[[dict[str, Any]], None],
+        apply: Callable[[Update], None],
         on_error: Callable[[str, BaseException], None],
         name: str = "synseg-inference",
     ) -> None:
@@ -30,11 +31,9 @@ class LatestFrameWorker(Generic[Frame]):
         self._on_error = on_error
         self._wake = threading.Condition()
         self._frame: Frame | None = None
-        self._changes: dict[str, Any] = {}
+        self._update: Update | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.submitted = 0
-        self.dropped = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -51,29 +50,27 @@ class LatestFrameWorker(Generic[Frame]):
         with self._wake:
             dropped = self._frame is not None
             self._frame = frame
-            self.submitted += 1
-            self.dropped += dropped
             self._wake.notify()
         return dropped
 
-    def request(self, changes: Mapping[str, Any]) -> None:
-        """Apply `changes` before the next frame; later requests override earlier ones per key."""
+    def request(self, update: Update) -> None:
+        """Apply `update` before the next frame; a newer request replaces one not applied yet."""
         with self._wake:
-            self._changes.update(changes)
+            self._update = update
             self._wake.notify()
 
     def _run(self) -> None:
         while True:
             with self._wake:
                 self._wake.wait_for(
-                    lambda: self._stopping or self._frame is not None or bool(self._changes)
+                    lambda: self._stopping or self._frame is not None or self._update is not None
                 )
                 if self._stopping:
                     return
                 frame, self._frame = self._frame, None
-                changes, self._changes = self._changes, {}
-            if changes:
-                self._guarded("applying settings", self._apply, changes)
+                update, self._update = self._update, None
+            if update is not None:
+                self._guarded("applying settings", self._apply, update)
             if frame is not None:
                 self._guarded("processing a frame", self._process, frame)
 

@@ -5,7 +5,7 @@ A caption such as "two pairs of shoes on the left side of the shelf" becomes
 and lower-cased, with direction, unit/quantity and other non-referential words
 removed, deduplicated in caption order and capped per image.
 
-Two backends produce the noun chunks; the filtering after them is shared:
+Two backends find the noun chunks; the filtering after them is shared:
 
 - ``"spacy"``: spaCy's tagger and ``noun_chunks`` (needs spaCy *and* an English
   model package such as ``en_core_web_sm``).
@@ -19,48 +19,45 @@ ran is ``CategoryExtractor.backend``; pin it for reproducible training.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import re
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
-
-logger = logging.getLogger(__name__)
+from functools import cache
 
 # Paper §3.1: "direction and unit nouns (e.g., southwest, pair, front) are filtered out".
 DIRECTION_WORDS = frozenset("""
     north south east west northeast northwest southeast southwest northern southern eastern western
     left right front back top bottom side middle center centre corner edge end background foreground
-    inside outside interior exterior distance rear upside underside behind ahead
+    inside outside interior exterior distance rear underside
 """.split())
 UNIT_WORDS = frozenset("""
     pair couple group bunch lot lots piece set number kind type sort variety amount dozen bit part portion
     half quarter percent inch meter metre centimeter centimetre millimeter kilometer kilometre mile yard
     kg gram kilogram ounce liter litre gallon degree size series collection row stack pile range handful
-    plenty majority couple
+    plenty majority herd flock swarm
 """.split())
-# Words that name the picture or an abstraction rather than something in it (frequent in CC12M).
+# Words naming the picture or an abstraction rather than something in it (frequent in CC12M).
 NON_REFERENTIAL_WORDS = frozenset("""
-    image photo photograph picture pic view shot closeup close-up illustration stock vector drawing
-    artwork design concept idea style template example icon logo clipart clip art render rendering
-    thing something everything anything nothing one way time day year month week hour minute moment
-    today tonight lifestyle use fact reason
+    image photo photograph picture pic view shot closeup close-up illustration stock vector artwork design
+    concept idea style template example icon logo clipart render thing something everything anything
+    nothing one way time day year month week hour minute moment today tonight lifestyle use fact reason
 """.split())
 DEFAULT_STOP_WORDS = DIRECTION_WORDS | UNIT_WORDS | NON_REFERENTIAL_WORDS
 
 # Only the last words of a long compound are kept: "coffee shop interior design" -> "interior design".
 MAX_COMPOUND_WORDS = 2
-_PERSON_PLACEHOLDER = re.compile(r"<\s*person\s*>", re.IGNORECASE)  # CC12M's name mask
+_PERSON_PLACEHOLDER = re.compile(r"<\s*person\s*>", re.IGNORECASE)  # CC12M masks names with <PERSON>
+_CLOSE_UP = re.compile(r"\bclose\s+up\b", re.IGNORECASE)
 
 
 class CategoryExtractor:
-    """Callable caption -> category list.
+    """Callable caption -> list of categories.
 
     Args:
         max_categories: keep at most this many (the first ones in the caption).
-        stop_words: words never used as (part of) a category; ``None`` means
+        stop_words: words never used in a category; ``None`` means
             ``DEFAULT_STOP_WORDS``. Pass ``DEFAULT_STOP_WORDS | {...}`` to extend it.
         backend: ``"auto"``, ``"spacy"`` or ``"rules"``.
-        spacy_model: spaCy package to load for the spaCy backend.
+        spacy_model: spaCy package loaded by the spaCy backend.
     """
 
     def __init__(self, max_categories: int = 8, stop_words: Iterable[str] | None = None,
@@ -69,29 +66,29 @@ class CategoryExtractor:
             raise ValueError(f"max_categories must be >= 1, got {max_categories}")
         if backend not in ("auto", "spacy", "rules"):
             raise ValueError(f"backend must be 'auto', 'spacy' or 'rules', got {backend!r}")
-        spacy_ready = spacy_model_available(spacy_model)
+        spacy_ready = backend != "rules" and spacy_model_available(spacy_model)
         if backend == "spacy" and not spacy_ready:
             raise RuntimeError(f"backend='spacy' needs spaCy and the model package {spacy_model!r}; "
                                "install both or use backend='rules'")
-        self.backend = "spacy" if backend == "spacy" or (backend == "auto" and spacy_ready) else "rules"
+        self.backend = "spacy" if spacy_ready else "rules"
         self.max_categories = max_categories
         self.stop_words = frozenset(w.lower() for w in (DEFAULT_STOP_WORDS if stop_words is None else stop_words))
         self.spacy_model = spacy_model
-        self._nlp = None  # loaded lazily, once per process (DataLoader workers included)
+        self._nlp = None  # loaded on first use, once per process (DataLoader workers included)
 
     def __call__(self, caption: str) -> list[str]:
-        text = _PERSON_PLACEHOLDER.sub("person", caption)
+        text = _CLOSE_UP.sub("close-up", _PERSON_PLACEHOLDER.sub("person", caption))
         chunks = self._spacy_chunks(text) if self.backend == "spacy" else rule_noun_chunks(text)
         return self._select(chunks)
 
     def __getstate__(self) -> dict:
-        # A loaded spaCy pipeline is large; worker processes load their own.
+        # A loaded spaCy pipeline is large; each worker process loads its own.
         return {**self.__dict__, "_nlp": None}
 
     def _select(self, chunks: Iterable[Sequence[str]]) -> list[str]:
         categories: list[str] = []
         for chunk in chunks:
-            words = [w for w in chunk if w not in self.stop_words and w.isascii() and any(c.isalpha() for c in w)]
+            words = [w for w in chunk if w not in self.stop_words and any(c.isalpha() for c in w)]
             category = " ".join(words[-MAX_COMPOUND_WORDS:])
             if category and category not in self.stop_words and category not in categories:
                 categories.append(category)
@@ -105,14 +102,18 @@ class CategoryExtractor:
             self._nlp = spacy.load(self.spacy_model, disable=["ner"])
         doc = self._nlp(text)
         chunks: list[tuple[int, list[str]]] = []
-        in_chunk: set[int] = set()
+        used: set[int] = set()
         for span in doc.noun_chunks:
-            in_chunk.update(t.i for t in span)
-            # The compound nouns ending at the chunk's head: adjectives and determiners are dropped.
-            nouns = [t for t in span if t.pos_ == "NOUN" and t.i <= span.root.i]
-            if nouns and nouns[-1].i == span.root.i:
-                chunks.append((span.start, [t.lemma_.lower() for t in nouns]))
-        chunks += [(t.i, [t.lemma_.lower()]) for t in doc if t.pos_ == "NOUN" and t.i not in in_chunk]
+            if span.root.pos_ != "NOUN":  # pronouns and proper names
+                continue
+            # The run of nouns ending at the head; adjectives and determiners are dropped.
+            start = span.root.i
+            while start > span.start and doc[start - 1].pos_ == "NOUN":
+                start -= 1
+            chunks.append((start, [t.lemma_.lower() for t in doc[start:span.root.i + 1]]))
+            used.update(range(start, span.root.i + 1))
+        # Nouns outside those compounds ("dog" in "the dog's bowl") are categories of their own.
+        chunks += [(t.i, [t.lemma_.lower()]) for t in doc if t.pos_ == "NOUN" and t.i not in used]
         return [words for _, words in sorted(chunks, key=lambda c: c[0])]
 
 
@@ -121,21 +122,25 @@ def spacy_model_available(model: str = "en_core_web_sm") -> bool:
     return importlib.util.find_spec("spacy") is not None and importlib.util.find_spec(model) is not None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _default_extractor(max_categories: int, stop_words: frozenset[str] | None) -> CategoryExtractor:
     return CategoryExtractor(max_categories=max_categories, stop_words=stop_words)
 
 
 def extract_categories(caption: str, max_categories: int = 8, stop_words: Iterable[str] | None = None) -> list[str]:
-    """Categories of one caption with the default backend; see ``CategoryExtractor``."""
+    """Categories of one caption with the default backend; see ``CategoryExtractor``.
+
+    >>> extract_categories("two pairs of shoes on the left side of the shelf")
+    ['shoe', 'shelf']
+    """
     stops = None if stop_words is None else frozenset(stop_words)
     return _default_extractor(max_categories, stops)(caption)
 
 
 # ---------------------------------------------------------------------------------------------
-# The rule-based backend. Only one decision matters for the output: is a token a noun? A noun
-# chunk's category is its run of consecutive nouns, so adjectives, verbs and function words all
-# act as chunk boundaries and need not be told apart.
+# The rule backend. Only one decision shapes its output: is a token a noun? A chunk's category
+# is its run of consecutive nouns, so adjectives, verbs and function words all simply end a run
+# and need not be told apart.
 
 _DETERMINERS = frozenset("""
     a an the this that these those some any each every no another other such either neither all both
@@ -143,7 +148,7 @@ _DETERMINERS = frozenset("""
 """.split())
 _PRONOUNS = frozenset("""
     i me you he him she it we us they them myself yourself himself herself itself ourselves themselves
-    someone somebody anyone anybody everyone everybody noone nobody who whom mine yours hers ours theirs
+    someone somebody anyone anybody everyone everybody nobody who whom mine yours hers ours theirs
 """.split())
 _PREPOSITIONS = frozenset("""
     in on at of with by for from to into onto upon over under above below beneath underneath beside
@@ -154,17 +159,18 @@ _PREPOSITIONS = frozenset("""
 _CONJUNCTIONS = frozenset("and or but nor so yet while whereas although though because if when where whether".split())
 _AUXILIARIES = frozenset("""
     is are was were be been being am has have had having do does did can could will would shall should
-    may might must 's 're 've 'd 'll not n't isn't aren't wasn't weren't don't doesn't didn't can't won't
+    may might must not 's
 """.split())
 _ADVERBS = frozenset("""
     very also just too quite really still even here there now then again almost always never often
-    together away alone only already once twice ever perhaps maybe how why abroad
+    together away alone only already once twice ever perhaps maybe how why well
 """.split())
 _NUMBERS = frozenset("""
     zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen
     seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand
     million billion first second third fourth fifth last single double triple
 """.split())
+_CLOSED_CLASS = _DETERMINERS | _PRONOUNS | _PREPOSITIONS | _CONJUNCTIONS | _AUXILIARIES | _ADVERBS | _NUMBERS
 _ADJECTIVES = frozenset("""
     red green blue yellow purple violet pink brown black white gray grey beige cyan magenta turquoise
     maroon navy teal golden colorful colourful multicolored dark bright pale pastel vivid
@@ -176,87 +182,76 @@ _ADJECTIVES = frozenset("""
     sandy rocky grassy muddy dusty furry fluffy fuzzy shiny glossy sparkly messy tasty juicy spicy creamy
     crispy sweet sour salty healthy easy simple funny lucky sleepy hungry cozy cosy curly wavy leafy hairy
     icy foamy silky sticky fancy trendy spooky scary sexy ready steady real fake free wild tropical
-    wooden woolen woollen golden plastic metallic digital natural abstract urban rural indoor outdoor
-    entire whole same different various other own favorite favourite famous popular rich poor male female
-    square-shaped double-decker
-    above-mentioned
+    wooden woolen woollen plastic metallic digital natural abstract urban rural indoor outdoor
+    entire whole same different various own favorite favourite famous popular rich poor male female
 """.split())
-# Adjectives when a noun follows ("a square table"), nouns otherwise ("a blue square", "an orange").
+# Adjectives before a noun or adjective ("a square table", "light blue"), nouns otherwise ("an orange").
 _ADJECTIVE_OR_NOUN = frozenset("orange gold silver light square cream lime chocolate".split())
-# Common verbs; a form of one is a noun only after a determiner, number or adjective ("a walk").
+# Common verbs. A present-tense form of one is a noun only after a determiner, number or adjective
+# ("a walk"), or, with an -s, at the start ("Waves ..."): "a dog runs" has a verb.
 _VERBS = frozenset("""
     sit stand walk run hold carry eat drink catch throw jump ride wear look lie lay sleep smile laugh talk
     read write watch wait cook drive swim fly climb fall hang grow float rest play pose sing dance pull
     push kick hit chase fight hug kiss love like enjoy feed graze bark fill surround sell buy open close
     make take give get put use shine glow bloom blow move turn lean stare point reach touch wash clean cut
     fix prepare serve celebrate decorate perch roam stroll wander travel explore visit race skate lift
-    kneel crouch overlook see hide help bring leave meet sit fetch grab pick paint build show go come
-    become seem feel keep let begin try call find think know want need say tell ask
+    kneel crouch overlook see hide help bring leave meet fetch grab pick paint build show go come become
+    seem feel keep let begin try call find think know want need say tell ask crash splash roll flow
 """.split())
 _IRREGULAR_VERB_FORMS = frozenset("""
-    sat stood ran held ate drank caught threw rode wore lay lain slept read wrote drove swam flew fell
-    hung grew sang fought fed made took taken gave given got put shone blew built went gone came seen saw
-    hid brought left met sitting lying sees goes does has
+    sat stood ran held ate drank caught threw rode wore lain slept wrote drove swam flew fell hung grew
+    sang fought fed made took taken gave given got shone blew built went gone came seen saw hid brought
+    left met lying drawn known shown thrown worn torn born grown flown sewn hidden written ridden eaten
+    fallen frozen broken stolen spoken chosen woven beaten
 """.split())
-# Nouns the suffix rules below would misread.
+# Nouns the suffix rules below would misread as adjectives, participles or adverbs.
 _ING_NOUNS = frozenset("""
-    ring king wing thing string spring swing sling sibling building ceiling painting clothing wedding
-    morning evening pudding stuffing icing frosting dumpling duckling seedling earring awning railing
-    lightning herring darling pudding shilling ping bing sing ding sting bling viking ending offering
-    housing parking dining living wing
+    string spring sibling building ceiling painting clothing wedding morning evening pudding stuffing
+    icing frosting dumpling duckling seedling earring awning railing lightning herring darling shilling
+    viking ending offering housing parking dining living
 """.split())
 _LY_NOUNS = frozenset("""
-    family butterfly dragonfly firefly belly jelly lily bully ally rally italy holly assembly supply
-    reply melly polly fly anomaly monopoly
+    family butterfly dragonfly firefly belly jelly bully rally italy holly assembly supply anomaly monopoly
 """.split())
-_ED_NOUNS = frozenset("bed shed sled red sofa-bed flowerbed seabed hundred".split())
+_ED_NOUNS = frozenset("seabed flowerbed sofa-bed".split())
 _ADJECTIVE_SUFFIXES = ("ful", "ous", "ive", "able", "ible", "less", "ish", "est", "ical", "ic")
 _SUFFIX_NOUNS = frozenset("""
-    vegetable timetable constable turntable stable cable table fable olive archive beehive detective
-    relative executive locomotive motive native adhesive explosive sieve knife fish dish wish radish
-    relish polish english forest chest nest guest quest interest crest contest harvest vest test west
-    breakfast fist list wrist mist twist artist tourist dentist cyclist florist pianist guitarist
-    scientist chest priest beast feast coast toast ghost post host roast pic music traffic picnic
-    mosaic clinic comic plastic fabric magic garlic republic topic public mechanic critic logic arctic
-    attic relic tunic cleric
+    vegetable timetable turntable constable stable archive beehive detective relative executive
+    locomotive adhesive explosive radish relish polish english forest interest harvest contest
+    protest tourist dentist cyclist florist pianist guitarist scientist artist clinic picnic mosaic
+    traffic fabric garlic republic mechanic critic arctic attic relic cleric
 """.split())
+_MODIFIER_PREFIXES = frozenset("well non multi semi anti ultra".split())  # "well-known", "multi-storey"
 
-# Plurals the suffix rules get wrong; everything else goes through _singular's rules.
+# Plurals the suffix rules in _singular get wrong.
 _IRREGULAR_PLURALS = {
     "men": "man", "women": "woman", "children": "child", "people": "person", "persons": "person",
     "feet": "foot", "teeth": "tooth", "geese": "goose", "mice": "mouse", "oxen": "ox", "dice": "die",
     "knives": "knife", "wives": "wife", "lives": "life", "leaves": "leaf", "loaves": "loaf",
     "halves": "half", "calves": "calf", "shelves": "shelf", "wolves": "wolf", "scarves": "scarf",
-    "thieves": "thief", "elves": "elf", "hooves": "hoof", "selves": "self", "wharves": "wharf",
-    "cacti": "cactus", "fungi": "fungus", "bacteria": "bacterium", "criteria": "criterion",
-    "phenomena": "phenomenon", "data": "data", "media": "media", "buses": "bus", "gases": "gas",
-    "lenses": "lens", "canvases": "canvas", "atlases": "atlas", "irises": "iris", "axes": "axe",
-    "movies": "movie", "cookies": "cookie", "pies": "pie", "ties": "tie", "lies": "lie",
+    "thieves": "thief", "elves": "elf", "hooves": "hoof", "wharves": "wharf", "cacti": "cactus",
+    "fungi": "fungus", "buses": "bus", "gases": "gas", "lenses": "lens", "canvases": "canvas",
+    "axes": "axe", "movies": "movie", "cookies": "cookie", "pies": "pie", "ties": "tie",
     "zombies": "zombie", "hoodies": "hoodie", "selfies": "selfie", "brownies": "brownie",
-    "rookies": "rookie", "goalies": "goalie", "aunties": "auntie", "smoothies": "smoothie",
-    "shoes": "shoe", "toes": "toe", "canoes": "canoe", "hoes": "hoe", "oboes": "oboe",
-    "horses": "horse", "houses": "house", "vases": "vase", "cases": "case", "bases": "base",
-    "phrases": "phrase", "blouses": "blouse", "nurses": "nurse", "purses": "purse", "roses": "rose",
-    "noses": "nose", "hoses": "hose", "cheeses": "cheese", "vases'": "vase", "glasses": "glasses",
+    "smoothies": "smoothie", "shoes": "shoe", "toes": "toe", "canoes": "canoe", "hoes": "hoe",
 }
-# Words whose -s is not a plural ending (or whose plural is the same word).
+# Words ending in s that are not plurals, or whose plural is the word itself.
 _INVARIANT = frozenset("""
     sheep deer fish species series aircraft means news scissors pants jeans trousers shorts clothes
     glasses binoculars goggles pajamas pyjamas tongs pliers stairs physics mathematics athletics
     gymnastics economics politics billiards darts chess bus gas lens canvas atlas iris christmas
-    texas paris always
 """.split())
 
-_TOKEN = re.compile(r"[a-z]+(?:[-'][a-z]+)*|\d+(?:[.,:]\d+)*|[^\sa-z\d]")
+_TOKEN = re.compile(r"[^\W\d_]+(?:[-'][^\W\d_]+)*|\d+(?:[.,:]\d+)*|[^\w\s]")
 
 
 def rule_noun_chunks(text: str) -> list[list[str]]:
-    """Noun chunks of ``text`` as lists of lemmatised nouns, in order (rule backend).
+    """Noun chunks of ``text`` as lists of singular nouns, in caption order (the rule backend).
 
     >>> rule_noun_chunks("A dog catches a frisbee in the park")
     [['dog'], ['frisbee'], ['park']]
     """
-    tokens = [t[:-2] if t.endswith("'s") else t for t in _TOKEN.findall(text.lower())]
+    tokens = _tokenize(text)
     chunks: list[list[str]] = []
     run: list[str] = []
     for i, token in enumerate(tokens):
@@ -265,50 +260,61 @@ def rule_noun_chunks(text: str) -> list[list[str]]:
         elif run:
             chunks.append(run)
             run = []
-        if token != tokens[i] or (i + 1 < len(tokens) and tokens[i + 1] == "'"):
-            pass
     if run:
         chunks.append(run)
     return chunks
 
 
+def _tokenize(text: str) -> list[str]:
+    tokens = []
+    for token in _TOKEN.findall(text.lower()):
+        if token.endswith("'s") and len(token) > 2:  # the possessive ends a noun run: "dog's | bowl"
+            tokens += [token[:-2], "'s"]
+        else:
+            tokens.append(token)
+    return tokens
+
+
 def _is_noun(tokens: Sequence[str], i: int) -> bool:
     word = tokens[i]
-    if not word[0].isalpha() or len(word) < 2 and word != "x":
+    if len(word) < 2 or not word[0].isalpha() or "'" in word:
         return False
     if word in _CLOSED_CLASS or word in _ADJECTIVES or word in _IRREGULAR_VERB_FORMS:
         return False
-    following = tokens[i + 1] if i + 1 < len(tokens) else ""
     previous = tokens[i - 1] if i > 0 else ""
+    following = tokens[i + 1] if i + 1 < len(tokens) else ""
     if word in _ADJECTIVE_OR_NOUN:
-        return not _could_be_noun(following)
-    if _verb_lemma(word) is not None:
-        # "a walk", "two runs", "the long walk" are nouns; "a dog runs" is a verb.
-        return previous in _DETERMINERS or previous in _NUMBERS or previous in _ADJECTIVES or previous == ""
+        modifies_next = bool(following) and (following in _ADJECTIVES or following in _ADJECTIVE_OR_NOUN
+                                             or _is_noun(tokens, i + 1))
+        return not modifies_next
+    lemma = _verb_lemma(word)
+    if lemma is not None:
+        if not previous:
+            return lemma != word  # "Waves crash" vs the imperative "Look at ..."
+        return previous in _DETERMINERS or previous in _NUMBERS or previous in _ADJECTIVES or previous.isdigit()
     return not _looks_like_modifier(word)
 
 
-def _could_be_noun(word: str) -> bool:
-    return (bool(word) and word[0].isalpha() and word not in _CLOSED_CLASS and word not in _ADJECTIVES
-            and not _looks_like_modifier(word))
-
-
 def _looks_like_modifier(word: str) -> bool:
-    """Adjective, participle or adverb by suffix, unless a known noun ends that way."""
+    """Adjective, participle or adverb by its form, unless a known noun has that form."""
+    if "-" in word:  # "black-and-white", "well-known", "hand-drawn", "eye-catching"
+        first, *_, last = word.split("-")
+        return (first in _ADJECTIVES or first in _CLOSED_CLASS or first in _MODIFIER_PREFIXES
+                or last in _IRREGULAR_VERB_FORMS or _looks_like_modifier(last))
     if word.endswith("ing") and len(word) > 5:
-        return word not in _ING_NOUNS and not word.endswith("things")
+        return word not in _ING_NOUNS
     if word.endswith("ed") and len(word) > 4 and not word.endswith(("eed", "ead")):
         return word not in _ED_NOUNS
     if word.endswith("ly") and len(word) > 4:
         return word not in _LY_NOUNS
     stem = _singular(word)
-    if stem in _SUFFIX_NOUNS:
+    if stem in _SUFFIX_NOUNS or stem.endswith("fish"):
         return False
-    return len(word) > 5 and word.endswith(_ADJECTIVE_SUFFIXES)
+    return len(stem) > 5 and stem.endswith(_ADJECTIVE_SUFFIXES)
 
 
 def _verb_lemma(word: str) -> str | None:
-    """The lexicon verb ``word`` is a present-tense form of, or None."""
+    """The lexicon verb of which ``word`` is a present-tense form, or None."""
     if word in _VERBS:
         return word
     for suffix, replacement in (("ies", "y"), ("es", ""), ("s", "")):
@@ -318,7 +324,7 @@ def _verb_lemma(word: str) -> str | None:
 
 
 def _singular(word: str) -> str:
-    """Plural noun -> singular; other words are returned unchanged."""
+    """Plural noun -> singular; other words come back unchanged."""
     if word in _IRREGULAR_PLURALS:
         return _IRREGULAR_PLURALS[word]
     if word in _INVARIANT or len(word) <= 3 or not word.endswith("s"):
@@ -330,7 +336,3 @@ def _singular(word: str) -> str:
     if word.endswith(("ches", "shes", "sses", "xes", "zzes", "oes")):
         return word[:-2]
     return word[:-1]
-
-
-_CLOSED_CLASS = (_DETERMINERS | _PRONOUNS | _PREPOSITIONS | _CONJUNCTIONS | _AUXILIARIES | _ADVERBS | _NUMBERS
-                 | frozenset({"to", "there", "here", "yes", "no", "not", "please", "'"}))

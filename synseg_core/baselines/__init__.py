@@ -1,0 +1,4 @@
+"""Baselines measured on the same data, backbone and evaluation code as SynSeg."""
+from synseg_core.baselines.maskclip import MaskCLIPBackend
+
+__all__ = ["MaskCLIPBackend"]

@@ -1,0 +1,181 @@
+"""Score a model on a segmentation dataset: ``python -m synseg_core.evaluate --checkpoint DIR --dataset NAME --data-root ROOT``.
+
+Writes ``results.json`` (settings, mIoU, per-class IoU, pixel accuracy, the
+confusion matrix), ``results.md``, ``class_iou.png`` and ``overlays.png``
+(image / ground truth / prediction) into ``--out``. The protocol preset (tcl or
+sclip), PAMR on/off, the background score and the dataset variant (e.g.
+context59 vs context60) are recorded with every number.
+
+Under ``torchrun`` each process scores a shard of the images and the confusion
+matrices are summed exactly (gloo on CPU): the result equals a one-process run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synseg_core.checkpoint import CheckpointError
+from synseg_core.data.benchmarks import get_dataset, list_datasets
+from synseg_core.data.segmentation import DatasetError
+from synseg_core.evaluation.distributed import Shard, finish, init_from_environment
+from synseg_core.evaluation.inference import Refiner, SlidingWindow
+from synseg_core.evaluation.protocols import Protocol, get_protocol, list_protocols
+from synseg_core.evaluation.report import write_report
+from synseg_core.evaluation.runner import evaluate_dataset
+from synseg_core.runtime.segmenter import Segmenter, list_backends
+from synseg_core.text.prompts import list_template_sets
+
+log = logging.getLogger("synseg.evaluate")
+METHODS = ("synseg", "maskclip")
+
+
+def pamr_refiner(device: str = "cpu") -> Refiner:
+    """PAMR (TCL's settings: 10 iterations, dilations 1, 2, 4, 8, 12, 24) on numpy windows."""
+    from synseg_core.pamr import PAMR
+
+    module = PAMR().to(device)
+
+    @torch.inference_mode()
+    def refine(pixels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        refined = module(torch.from_numpy(pixels).to(device), torch.from_numpy(scores).to(device))
+        return refined.float().cpu().numpy()
+
+    return refine
+
+
+def build_segmenter(args: argparse.Namespace) -> Segmenter:
+    """The model to score, on the requested backend; MaskCLIP runs on the checkpoint's (or file's) CLIP towers."""
+    if args.method == "synseg":
+        return Segmenter.from_checkpoint(args.checkpoint, backend=args.backend, device=args.device, precision=args.precision)
+    from synseg_core.baselines.maskclip import maskclip_segmenter
+    from synseg_core.checkpoint import load_model
+    from synseg_core.model.synseg import create_model
+    from synseg_core.weights import load_clip_weights
+
+    if args.checkpoint is not None:
+        model = load_model(args.checkpoint)
+    else:
+        model = load_clip_weights(create_model(args.preset), args.clip_weights)
+    return maskclip_segmenter(model.to(args.device), device=args.device)
+
+
+def build_protocol(args: argparse.Namespace) -> Protocol:
+    return get_protocol(
+        args.protocol, short_side=args.short_side, crop=args.crop, stride=args.stride, template_set=args.templates,
+        pamr=args.pamr, background_override=args.background_threshold,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m synseg_core.evaluate",
+        description=__doc__.split("\n\n")[0] + "\nmIoU, per-class IoU and pixel accuracy with sliding-window inference.",
+        epilog=(
+            "Examples:\n"
+            "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset voc21 --data-root data/ --protocol tcl\n"
+            "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset context59 --data-root data/ --protocol tcl --no-pamr\n"
+            "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset folder --data-root my_scenes/ --protocol sclip\n"
+            "  python -m synseg_core.evaluate --method maskclip --clip-weights ViT-B-16.pt --preset vit-b-16-openai \\\n"
+            "      --dataset voc21 --data-root data/\n"
+            "  torchrun --nproc_per_node 4 -m synseg_core.evaluate -c runs/cc12m/model --dataset coco_stuff --data-root data/\n"
+            "Datasets: " + ", ".join(list_datasets()) + " ('folder' = ROOT/classes.txt, images/, masks/, split.txt)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", "-c", type=Path, help="SynSeg checkpoint directory (config.json + model.safetensors)")
+    parser.add_argument("--dataset", "-d", required=True, choices=list_datasets(), help="benchmark name (context59 / context60 etc.)")
+    parser.add_argument("--data-root", "-r", type=Path, required=True, help="folder holding the dataset")
+    parser.add_argument("--split", default="val", help="dataset split (default: %(default)s)")
+    parser.add_argument("--method", choices=METHODS, default="synseg", help="synseg, or the training-free MaskCLIP baseline (default: %(default)s)")
+    parser.add_argument("--clip-weights", type=Path, help="maskclip without --checkpoint: an open_clip/OpenAI CLIP weights file")
+    parser.add_argument("--preset", default="vit-b-16", help="model preset the --clip-weights fit (default: %(default)s)")
+    parser.add_argument("--protocol", "-p", default="tcl", choices=list_protocols(), help="evaluation preset (default: %(default)s)")
+    parser.add_argument("--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement (default: the protocol's)")
+    parser.add_argument("--background-threshold", type=float, help="constant background score (default: protocol's, 0.4 with PAMR / 0.5 without)")
+    parser.add_argument("--templates", choices=list_template_sets(), help="prompt template set (default: the protocol's)")
+    parser.add_argument("--short-side", type=int, help="resize the short side to this (0 = native size; default: the protocol's)")
+    parser.add_argument("--crop", type=int, help="sliding-window size in pixels (default: the protocol's)")
+    parser.add_argument("--stride", type=int, help="sliding-window stride in pixels (default: the protocol's)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per backend call (default: %(default)s)")
+    parser.add_argument("--backend", default="torch", choices=list_backends(), help="inference backend for synseg (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
+    parser.add_argument("--precision", default="fp32", help="backend precision: fp32, fp16, bf16, int8 ... (default: %(default)s)")
+    parser.add_argument("--max-images", type=int, help="score only the first N images (a quick check; recorded in results.json)")
+    parser.add_argument("--overlays", type=int, default=8, help="images in overlays.png (default: %(default)s)")
+    parser.add_argument("--out", "-o", type=Path, default=Path("eval_out"), help="output folder (default: %(default)s)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
+    return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.method == "synseg" and args.checkpoint is None:
+        parser.error("--checkpoint is required (or use --method maskclip with --clip-weights)")
+    if args.method == "maskclip" and args.checkpoint is None and args.clip_weights is None:
+        parser.error("--method maskclip needs --checkpoint (its CLIP towers are used) or --clip-weights")
+    if args.method == "maskclip" and args.backend != "torch":
+        parser.error("the MaskCLIP baseline runs on the torch backend only")
+
+
+def run(args: argparse.Namespace, shard: Shard) -> dict[str, Any] | None:
+    protocol = build_protocol(args)
+    dataset = get_dataset(args.dataset, args.data_root, split=args.split)
+    segmenter = build_segmenter(args)
+    refine = pamr_refiner(args.device) if protocol.pamr else None
+    inference = SlidingWindow(segmenter, protocol, refine=refine, batch_size=args.batch_size)
+    if shard.is_main:
+        log.info("%s: %s", args.dataset, dataset)
+        log.info("%s", protocol.describe())
+    start = time.perf_counter()
+    evaluation = evaluate_dataset(inference, dataset, shard, max_images=args.max_images, keep_examples=args.overlays,
+                                  progress=not args.quiet and shard.is_main)
+    if not shard.is_main:
+        return None
+    settings = {
+        "method": args.method,
+        "model": str(args.checkpoint or args.clip_weights),
+        "backend": segmenter.backend.name,
+        "precision": segmenter.precision,
+        "dataset": args.dataset,
+        "dataset_source": dataset.source,
+        "split": args.split,
+        "max_images": args.max_images,
+        "protocol": protocol.to_dict(),
+        "protocol_description": protocol.describe(),
+        "world_size": shard.world_size,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return write_report(args.out, evaluation, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    shard = init_from_environment("nccl" if args.device.startswith("cuda") else "gloo")
+    try:
+        results = run(args, shard)
+    except (DatasetError, CheckpointError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        log.error("evaluation refused: no score is reported for a dataset or model that cannot be read completely")
+        return 2
+    except (ValueError, FloatingPointError, ImportError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        finish(shard)
+    if results is not None:
+        log.info("mIoU %.2f  pixel accuracy %.2f  (%s, %s) -> %s", results["miou"] or float("nan"), results["pixel_accuracy"] or float("nan"),
+                 args.dataset, results["protocol_description"], args.out / "results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,519 @@
+"""Export SynSeg to ONNX: ``python -m synseg_core.export CHECKPOINT [--input-size 448] [--precision fp16]``.
+
+Writes an export folder (layout in ``synseg_core.runtime.onnx_backend``): the image encoder
+(pixels -> activations of the extracted blocks), FiLM + decoder with the text embeddings [K, T] as an input
+(K dynamic, so the vocabulary changes without a re-export or an engine rebuild), optionally the text tower
+with its tokenizer (a deployment without PyTorch), and ``export.json``. The batch axis is dynamic; the
+input size is fixed per export because the positional embedding is resampled for one patch grid.
+
+The folder appears atomically: it is assembled beside the target and renamed into place, so a failed
+export never leaves half a folder, and an existing export is only replaced by a complete new one.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from synseg_core.checkpoint import WEIGHTS_NAME, CheckpointError, load_model, resolve_checkpoint
+from synseg_core.model.encoders import ImageFeatures, TextEncoder
+from synseg_core.model.synseg import SynSeg
+from synseg_core.runtime.onnx_backend import (
+    DECODER,
+    EMBEDDINGS,
+    FILE_NAMES,
+    IMAGE_ENCODER,
+    LOGITS,
+    METADATA_NAME,
+    PIXELS,
+    PRECISIONS,
+    TEXT,
+    TEXT_ENCODER,
+    TOKENIZER,
+    TOKENS,
+    ExportError,
+    ExportMetadata,
+    TextExport,
+    as_size,
+    create_session,
+    default_export_dir,
+    read_export,
+    sha256_file,
+)
+from synseg_core.text.prompts import get_templates, list_template_sets
+
+log = logging.getLogger("synseg.export")
+
+DEFAULT_OPSET = 18  # the dynamo exporter's native opset; 17 is converted down from it
+MIN_OPSET = 17  # LayerNormalization is a single op from 17 on (TensorRT and edge runtimes fuse it)
+EXPORTERS = ("dynamo", "legacy")
+DEFAULT_MAX_CLASSES = 256
+#: ONNX Runtime vs PyTorch on the export example; fails the export instead of shipping a wrong graph
+PARITY_TOLERANCE = 1e-3
+
+
+class ImageEncoderGraph(nn.Module):
+    """pixels [B, 3, H, W] -> activations of the extracted blocks, each [B, 1 + h*w, width]."""
+
+    def __init__(self, model: SynSeg) -> None:
+        super().__init__()
+        self.encoder = model.image_encoder
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.encoder(pixels).activations)
+
+
+class DecoderGraph(nn.Module):
+    """(act0, ..., act{n-1}, text [K, T]) -> logits [B, K, H, W]: FiLM + decoder for one patch grid."""
+
+    def __init__(self, model: SynSeg, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.grid = grid
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        *activations, text = inputs
+        return self.model.decode(ImageFeatures(list(activations), self.grid), text).logits
+
+
+class TextEncoderGraph(nn.Module):
+    """tokens [K, P, C] (P prompt templates per word) -> prompt-ensemble embeddings [K, T], L2-normalised.
+
+    The same ensemble as ``TextEncoder.embed_prompts``: normalise each prompt, average over P, normalise.
+    """
+
+    def __init__(self, text_encoder: TextEncoder) -> None:
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        classes, prompts, context = tokens.shape
+        embeddings = F.normalize(self.text_encoder(tokens.reshape(-1, context)).float(), dim=-1)
+        return F.normalize(embeddings.reshape(classes, prompts, -1).mean(dim=1), dim=-1)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the model's state dict (names, dtypes, shapes, bytes): 'these exact weights'."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def tokenizer_json(tokenizer: Any) -> str:
+    """The open_clip CLIP BPE tokenizer as a ``tokenizers`` JSON, so the text path runs without torch.
+
+    Same vocabulary and merges; words are split by CLIP's pattern, mapped byte-wise to unicode and
+    merged with '</w>' closing each word, as open_clip's SimpleTokenizer does. Text cleaning (html
+    unescape, whitespace, lower case) happens in ``onnx_text.clean_text`` before this runs.
+    """
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    merges = [pair for pair, _ in sorted(tokenizer.bpe_ranks.items(), key=lambda item: item[1])]
+    bpe = models.BPE(vocab=dict(tokenizer.encoder), merges=merges, end_of_word_suffix="</w>", continuing_subword_prefix="")
+    result = Tokenizer(bpe)
+    words = Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")
+    result.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(words, behavior="removed", invert=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    data = json.loads(result.to_str())
+    data["synseg"] = {"sot_token_id": int(tokenizer.sot_token_id), "eot_token_id": int(tokenizer.eot_token_id)}
+    return json.dumps(data)
+
+
+def _template_patterns() -> dict[str, list[str]]:
+    return {name: [template("{}") for template in get_templates(name)] for name in list_template_sets()}
+
+
+def _dynamic_shapes(module: nn.Module, input_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> tuple[Any, ...]:
+    """``dynamic_axes`` as torch.export dynamic shapes; one Dim per axis name ties e.g. every batch axis together."""
+    dims: dict[str, Any] = {}
+    specs = tuple(
+        {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in dynamic_axes.get(input_name, {}).items()}
+        for input_name in input_names
+    )
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(module.forward).parameters.values())
+    return (specs,) if variadic else specs
+
+
+def _export_graph(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int,
+    exporter: str,
+) -> None:
+    module.eval()
+    options: dict[str, Any] = {"dynamo": exporter == "dynamo"}
+    if exporter == "dynamo":
+        # torch.export cannot derive shapes of a *inputs forward from dynamic_axes: spell them out.
+        options.update(external_data=False, verbose=False, dynamic_shapes=_dynamic_shapes(module, input_names, dynamic_axes))
+    else:
+        options.update(dynamic_axes=dynamic_axes)
+    previous = torch.backends.mha.get_fastpath_enabled()
+    # The legacy exporter cannot translate the fused attention kernel; the plain path is the same math.
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module, args, str(path), input_names=input_names, output_names=output_names, opset_version=opset, **options,
+            )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+    if not path.is_file():
+        raise ExportError(f"{path}: the {exporter} exporter wrote nothing")
+
+
+def _to_fp16(path: Path) -> None:
+    """FP16 weights and arithmetic, float32 inputs/outputs (so every backend feeds the same arrays)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(path))
+
+
+def _to_int8(path: Path) -> None:
+    """Dynamic int8 quantisation (weights int8, activations quantised per call) for the CPU."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantized = path.with_suffix(".int8.onnx")
+    # Its "run pre-processing first" hint goes to the root logger; that pre-processing fails on these graphs.
+    hint = logging.Filter("synseg.never")
+    logging.getLogger().addFilter(hint)
+    try:
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().removeFilter(hint)
+    os.replace(quantized, path)
+
+
+def _convert(folder: Path, roles: Sequence[str], precision: str) -> None:
+    """Turn the FP32 graphs of ``roles`` in ``folder`` into ``precision`` in place."""
+    convert = {"fp16": _to_fp16, "int8": _to_int8}[precision]
+    for role in roles:
+        if FILE_NAMES[role].endswith(".onnx"):
+            convert(folder / FILE_NAMES[role])
+
+
+def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: Sequence[torch.Tensor]) -> float:
+    """Run the fresh graph in ONNX Runtime on the export example; the largest deviation from PyTorch."""
+    session = create_session(path, ["CPUExecutionProvider"])
+    outputs = session.run(None, feeds)
+    error = max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, expected))
+    if error > PARITY_TOLERANCE:
+        raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {error:.2e} (> {PARITY_TOLERANCE}); not using this export")
+    return error
+
+
+def _check_replaceable(target: Path) -> None:
+    """An existing ``target`` may only be replaced if it is empty or an export (never a user's other files)."""
+    if target.exists() and (not target.is_dir() or (any(target.iterdir()) and not (target / METADATA_NAME).is_file())):
+        raise ExportError(f"{target}: exists and is not a SynSeg export folder; choose another --out")
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Move a complete staging folder onto ``target``; an old export is removed only after the swap."""
+    _check_replaceable(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_onnx(
+    model: SynSeg,
+    out_dir: str | Path,
+    input_size: int | tuple[int, int] | None = None,
+    precision: str = "fp32",
+    text_encoder: bool = False,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "dynamo",
+    max_classes: int = DEFAULT_MAX_CLASSES,
+    source_checkpoint: str | Path | None = None,
+    check: bool = True,
+    progress: bool = False,
+) -> ExportMetadata:
+    """Export ``model`` into the folder ``out_dir`` (replaced atomically) and return its metadata.
+
+    ``input_size`` (default: the model's) is fixed per export; batch and K are dynamic. ``precision``
+    fp16 keeps float32 I/O; int8 is dynamic quantisation for the ONNX Runtime CPU path. With ``check``
+    the FP32 graphs are run in ONNX Runtime on the export example and compared with PyTorch.
+    ``source_checkpoint`` (a checkpoint directory) records its model.safetensors sha256.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    if max_classes < 1:
+        raise ValueError(f"max_classes must be >= 1, got {max_classes}")
+    size = as_size(input_size or model.config.image_size)
+    patch = model.patch_size
+    if any(s <= 0 or s % patch for s in size):
+        raise ValueError(f"input size {size[0]}x{size[1]} must be positive multiples of the patch size {patch}")
+    target = Path(out_dir)
+    _check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    was_training = model.training
+    model.eval()
+    steps = ["image encoder", "decoder"] + (["text encoder"] if text_encoder else []) + ([precision] if precision != "fp32" else [])
+    bar = tqdm(total=len(steps), desc="export", unit="graph", disable=not progress)
+    try:
+        # Examples of size >= 2 on every dynamic axis: the dynamo exporter would specialise a size-1 axis.
+        generator = torch.Generator().manual_seed(0)
+        pixels = torch.randn(2, 3, *size, generator=generator)
+        text = F.normalize(torch.randn(2, model.text_dim, generator=generator), dim=-1)
+        with torch.no_grad():
+            # An eager pass first: it also caches the positional embedding for this grid as a real tensor,
+            # so the graph carries it as a constant instead of a bicubic resize.
+            features = model.encode_image(pixels)
+            logits = model.decode(features, text).logits
+        names = [f"act{i}" for i in range(len(features.activations))]
+        batch_axis = {0: "batch"}
+        image_path = staging / FILE_NAMES[IMAGE_ENCODER]
+        bar.set_postfix_str("image encoder")
+        _export_graph(
+            ImageEncoderGraph(model), (pixels,), image_path, [PIXELS], names,
+            {PIXELS: batch_axis, **{n: batch_axis for n in names}}, opset, exporter,
+        )
+        bar.update()
+        decoder_path = staging / FILE_NAMES[DECODER]
+        bar.set_postfix_str("decoder")
+        _export_graph(
+            DecoderGraph(model, features.grid), (*features.activations, text), decoder_path, [*names, TEXT], [LOGITS],
+            {**{n: batch_axis for n in names}, TEXT: {0: "classes"}, LOGITS: {0: "batch", 1: "classes"}}, opset, exporter,
+        )
+        bar.update()
+        errors = {}
+        if check:
+            errors[IMAGE_ENCODER] = _check_parity(image_path, {PIXELS: pixels.numpy()}, features.activations)
+            decoder_feeds = {n: a.numpy() for n, a in zip(names, features.activations)} | {TEXT: text.numpy()}
+            errors[DECODER] = _check_parity(decoder_path, decoder_feeds, [logits])
+        roles = [IMAGE_ENCODER, DECODER]
+        text_meta = None
+        if text_encoder:
+            bar.set_postfix_str("text encoder")
+            tokens = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
+            (staging / FILE_NAMES[TOKENIZER]).write_text(tokenizer_json(model.text_encoder.tokenizer))
+            text_meta = TextExport(context_length=int(tokens.shape[-1]), templates=_template_patterns())
+            roles += [TEXT_ENCODER, TOKENIZER]
+            bar.update()
+        if precision != "fp32":
+            bar.set_postfix_str(precision)
+            _convert(staging, roles, precision)
+            bar.update()
+        import onnx
+
+        meta = ExportMetadata(
+            backbone=model.config.clip_model,
+            config=model.config.to_dict(),
+            input_size=size,
+            patch_size=patch,
+            vision_width=model.image_encoder.width,
+            text_dim=model.text_dim,
+            extract_layers=tuple(model.config.extract_layers),
+            preprocessing={
+                "resize": "bilinear to input_size, aspect ratio not kept (cv2.INTER_LINEAR)",
+                "scale": 1 / 255,
+                "mean": list(model.config.mean),
+                "std": list(model.config.std),
+                "channels": "RGB",
+                "layout": "NCHW float32",
+            },
+            opset=opset,
+            precision=precision,
+            weights_sha256=weights_sha256(model),
+            files={role: sha256_file(staging / FILE_NAMES[role]) for role in roles},
+            exporter=exporter,
+            max_classes=max_classes,
+            versions={"torch": torch.__version__, "onnx": onnx.__version__, "synseg": _synseg_version()},
+            parity=errors,
+            source_checkpoint=_checkpoint_sha256(source_checkpoint),
+            text=text_meta,
+        )
+        (staging / METADATA_NAME).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+        model.train(was_training)
+    log.info("exported %s (%dx%d, %s) to %s", model.config.clip_model, size[0], size[1], precision, target)
+    return meta
+
+
+def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> torch.Tensor:
+    encoder = model.text_encoder
+    prompts = [template("word") for template in get_templates("single")] * 2
+    tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1)
+    _export_graph(
+        TextEncoderGraph(encoder), (tokens,), path, [TOKENS], [EMBEDDINGS],
+        {TOKENS: {0: "classes", 1: "prompts"}, EMBEDDINGS: {0: "classes"}}, opset, exporter,
+    )
+    if check:
+        with torch.no_grad():
+            expected = TextEncoderGraph(encoder)(tokens)
+        _check_parity(path, {TOKENS: tokens.numpy()}, [expected])
+    return tokens
+
+
+def convert_export(source: str | Path, out_dir: str | Path, precision: str) -> ExportMetadata:
+    """An FP16 or int8 variant of an FP32 export folder, without PyTorch or a re-export."""
+    if precision not in ("fp16", "int8"):
+        raise ValueError(f"convert_export makes fp16 or int8 variants, got {precision!r}")
+    source = Path(source)
+    meta = read_export(source)
+    if meta.precision != "fp32":
+        raise ExportError(f"{source}: is a {meta.precision} export; convert from an fp32 one")
+    target = Path(out_dir)
+    _check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        for role in meta.files:
+            shutil.copyfile(source / FILE_NAMES[role], staging / FILE_NAMES[role])
+        _convert(staging, list(meta.files), precision)
+        files = {role: sha256_file(staging / FILE_NAMES[role]) for role in meta.files}
+        converted = dataclasses.replace(meta, precision=precision, files=files)
+        (staging / METADATA_NAME).write_text(json.dumps(converted.to_dict(), indent=2) + "\n")
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("converted %s to %s in %s", source, precision, target)
+    return converted
+
+
+def _checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
+    if checkpoint is None:
+        return None
+    return sha256_file(resolve_checkpoint(checkpoint) / WEIGHTS_NAME)
+
+
+def _synseg_version() -> str:
+    from synseg_core import __version__
+
+    return __version__
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'448' -> (448, 448); '480x640' -> (480, 640) (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size must be N or HxW, got {text!r}") from None
+    if len(values) not in (1, 2) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"input size must be N or HxW with positive numbers, got {text!r}")
+    return (values[0], values[-1])
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    precisions: Sequence[str] = ("fp32",),
+    **options: Any,
+) -> list[Path]:
+    """Export a checkpoint directory in one or more precisions; returns the folders.
+
+    The default folder of each is CKPT/onnx/<H>x<W>_<precision>; ``out_dir`` names the folder of a
+    single precision. The model is exported once; further precisions are converted from that FP32 export.
+    """
+    precisions = list(dict.fromkeys(precisions))
+    if out_dir is not None and len(precisions) > 1:
+        raise ValueError("--out names one export folder; give one --precision, or leave --out out for CKPT/onnx/<size>_<precision>")
+    directory = resolve_checkpoint(checkpoint)
+    model = load_model(directory)
+    size = as_size(input_size or model.config.image_size)
+    targets = [Path(out_dir) if out_dir is not None else default_export_dir(directory, size, p) for p in precisions]
+    if len(precisions) == 1:
+        export_onnx(model, targets[0], input_size=size, precision=precisions[0], source_checkpoint=directory, **options)
+        return targets
+    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=targets[0].parent.parent) as scratch:
+        source = targets[precisions.index("fp32")] if "fp32" in precisions else Path(scratch) / "fp32"
+        export_onnx(model, source, input_size=size, precision="fp32", source_checkpoint=directory, **options)
+        for precision, target in zip(precisions, targets):
+            if precision != "fp32":
+                convert_export(source, target, precision)
+    return targets
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m synseg_core.export",
+        description="Export a SynSeg checkpoint to ONNX for the onnxruntime and tensorrt backends: image encoder, "
+        "FiLM + decoder with the text embeddings as an input (the vocabulary changes at run time, no re-export), "
+        "optionally the text tower, and export.json (checked at load time).",
+        epilog="Examples:\n"
+        "  python -m synseg_core.export runs/synseg                       # -> runs/synseg/onnx/224x224_fp32\n"
+        "  python -m synseg_core.export runs/synseg --input-size 448 --precision fp32 fp16 int8 --text-encoder\n"
+        "  python -m synseg_core.export runs/synseg --input-size 480x640 --precision int8 --out deploy/cam\n"
+        "Then: Segmenter.from_checkpoint('runs/synseg', backend='onnxruntime', input_size=448), or, without the\n"
+        "checkpoint, synseg_core.runtime.onnx_backend.segmenter_from_export('deploy/cam'). Prebuild TensorRT\n"
+        "engines on the robot with: python -m synseg_core.runtime.tensorrt_backend deploy/cam",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", type=Path, help="SynSeg checkpoint directory (config.json + model.safetensors)")
+    parser.add_argument("--out", "-o", type=Path, help="export folder (default: CHECKPOINT/onnx/<H>x<W>_<precision>)")
+    parser.add_argument("--input-size", type=parse_size, help="network input N or HxW, multiples of the patch size (default: the model's)")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=PRECISIONS, metavar="{fp32,fp16,int8}",
+        help="one or more of fp32; fp16 (CUDA/TensorRT); int8 (dynamic, ONNX Runtime CPU) (default: fp32)",
+    )
+    parser.add_argument("--text-encoder", action="store_true", help="also export the text tower + tokenizer (run without PyTorch)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, >= {MIN_OPSET} (default: %(default)s)")
+    parser.add_argument("--exporter", default="dynamo", choices=EXPORTERS, help="torch.onnx exporter; legacy is faster but deprecated (default: %(default)s)")
+    parser.add_argument("--max-classes", type=int, default=DEFAULT_MAX_CLASSES, help="classes per decoder call; longer vocabularies run in chunks (default: %(default)s)")
+    parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch check of the exported graphs")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        targets = export_checkpoint(
+            args.checkpoint, args.out, input_size=args.input_size, precisions=args.precision, text_encoder=args.text_encoder,
+            opset=args.opset, exporter=args.exporter, max_classes=args.max_classes, check=not args.no_check, progress=not args.quiet,
+        )
+    except (CheckpointError, ExportError, ValueError, ImportError, OSError) as exc:
+        log.error("export failed: %s", exc)
+        return 1
+    if not args.quiet:
+        print("\n".join(str(t) for t in targets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""The `synseg` node: camera frames in, label masks for the current vocabulary out.
+
+Composition only: `settings` declares and checks parameters, `worker` runs the model on the newest
+frame in its own thread, `image_codec` converts images, `labels` keeps ids stable, `outputs` builds
+the messages, `diagnostics` reports. Run with `ros2 run synseg_ros synseg` or
+`python -m synseg_ros.node --ros-args -p model_path:=<checkpoint>`.
+"""
+
+from __future__ import annotations
+
+import array
+import copy
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.exceptions import ParameterException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+from synseg_core import Segmenter
+from synseg_core.visualize import overlay as overlay_image
+
+from .diagnostics import PipelineStats, StatusReporter
+from .image_codec import ImageDecodeError, decode_compressed, decode_image
+from .labels import LabelMap, parse_vocabulary
+from .msg import LabelClass, LabelInfo, Segmentation
+from .outputs import MessageTypes, image_message, label_info_message, segmentation_message
+from .settings import Settings, declare, validated_changes
+from .srv import Segment
+from .worker import LatestFrameWorker
+
+try:  # the standard label map message, where vision_msgs is installed (not on PyPI)
+    from vision_msgs.msg import LabelInfo as VisionLabelInfo
+    from vision_msgs.msg import VisionClass
+except ImportError:
+    VisionLabelInfo = VisionClass = None
+
+# Reliable so every consumer can subscribe; a short history because a late mask is worthless.
+OUTPUT_QOS = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# Latched: a consumer that starts later still gets the current id -> word map.
+LATCHED_QOS = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+WARN_EVERY_S = 5.0
+
+
+def _pack(data: np.ndarray) -> array.array:
+    # rclpy takes an array('B') as it is; any other sequence is checked element by element (slow).
+    packed = array.array("B")
+    packed.frombytes(data)
+    return packed
+
+
+MESSAGES = MessageTypes(Image, LabelClass, LabelInfo, Segmentation, _pack)
+
+
+class StartupError(RuntimeError):
+    """Bad parameters or a model that does not load: the node cannot start."""
+
+
+@dataclass
+class Frame:
+    msg: Any
+    decode: Callable[[Any], np.ndarray]
+    received: float  # time.monotonic()
+
+
+def image_qos(reliability: str) -> QoSProfile:
+    """Sensor-data QoS with depth 1: only the newest frame matters."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=1,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+def load_segmenter(settings: Settings) -> Segmenter:
+    options = {"engine_path": settings.engine_path} if settings.engine_path else {}
+    return Segmenter.from_checkpoint(
+        settings.model_path,
+        backend=settings.backend,
+        device=settings.device,
+        precision=settings.precision,
+        input_size=settings.input_size or None,
+        threshold=settings.threshold,
+        template_set=settings.prompt_templates,
+        **options,
+    )
+
+
+class SynsegNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("synseg", **kwargs)
+        try:
+            settings = declare(self)
+        except (ValueError, ParameterException) as error:
+            raise StartupError(f"invalid parameters: {error}") from error
+        # Accepted by the parameter callback (executor thread) / in effect (inference thread).
+        self._settings = self._active = settings
+        self.get_logger().info(f"loading {settings.backend} model from '{settings.model_path}'")
+        try:
+            self._segmenter = load_segmenter(settings)
+        except Exception as error:
+            raise StartupError(f"cannot load the model from '{settings.model_path}': {error}") from error
+        self._label_map = LabelMap.create(settings.vocabulary)
+        self._segmenter.encode_vocabulary(self._label_map.words, settings.prompt_templates)
+        # The worker and the one-shot service share the model; one call at a time.
+        self._model_lock = threading.Lock()
+        self._stats = PipelineStats()
+        self._camera_info: CameraInfo | None = None
+
+        self._labels_pub = self.create_publisher(Image, "~/labels", OUTPUT_QOS)
+        self._confidence_pub = self.create_publisher(Image, "~/confidence", OUTPUT_QOS)
+        self._overlay_pub = self.create_publisher(Image, "~/overlay", OUTPUT_QOS)
+        self._segmentation_pub = self.create_publisher(Segmentation, "~/segmentation", OUTPUT_QOS)
+        self._label_info_pub = self.create_publisher(LabelInfo, "~/label_info", LATCHED_QOS)
+        self._vision_label_info_pub = (
+            self.create_publisher(VisionLabelInfo, "~/vision_label_info", LATCHED_QOS)
+            if VisionLabelInfo is not None
+            else None
+        )
+        self._camera_info_pub = (
+            self.create_publisher(CameraInfo, "~/camera_info", OUTPUT_QOS) if settings.use_camera_info else None
+        )
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self._worker: LatestFrameWorker[Frame, Settings] = LatestFrameWorker(
+            self._process, self._apply, self._report_failure
+        )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._publish_label_info()
+        self._worker.start()
+
+        qos = image_qos(settings.image_reliability)
+        if settings.input_transport == "compressed":
+            self._image_sub = self.create_subscription(
+                CompressedImage, "image/compressed", lambda msg: self._on_image(msg, decode_compressed), qos
+            )
+        else:
+            self._image_sub = self.create_subscription(
+                Image, "image", lambda msg: self._on_image(msg, decode_image), qos
+            )
+        if settings.use_camera_info:
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, image_qos("best_effort"))
+        self.create_service(Segment, "~/segment", self._on_segment)
+        self._reporter = StatusReporter(
+            name=f"{self.get_fully_qualified_name()}: segmentation",
+            hardware_id=f"{settings.backend}:{settings.device}",
+            input_topic=self._image_sub.topic_name,
+        )
+        self.create_timer(settings.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"segmenting {self._image_sub.topic_name} ({settings.input_transport}, "
+            f"{settings.image_reliability}) into {self._labels_pub.topic_name} with "
+            f"{self._segmenter.backend_name}/{self._segmenter.precision}; settings: {settings}"
+        )
+
+    def close(self) -> None:
+        self._worker.stop()
+
+    # --- executor thread: callbacks only hand over -------------------------------------------
+
+    def _on_image(self, msg: Any, decode: Callable[[Any], np.ndarray]) -> None:
+        dropped = self._worker.submit(Frame(msg, decode, time.monotonic()))
+        self._stats.frame_received(dropped)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        try:
+            settings = validated_changes(self._settings, parameters)
+        except ValueError as error:
+            self.get_logger().warning(f"rejected parameters: {error}")
+            return SetParametersResult(successful=False, reason=str(error))
+        # This is the only set-parameters callback, so accepting here means the values are set;
+        # the worker applies them between two frames (no post-set callback on Humble).
+        self._settings = settings
+        self._worker.request(settings)
+        return SetParametersResult(successful=True)
+
+    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
+        settings = self._active
+        try:
+            rgb = decode_image(request.image)
+            label_map = (
+                LabelMap.create(parse_vocabulary(request.vocabulary, settings.max_vocabulary_size))
+                if len(request.vocabulary)
+                else self._label_map
+            )
+            threshold = settings.threshold if request.threshold < 0 else float(request.threshold)
+            if threshold > 1:
+                raise ValueError(f"threshold must be at most 1, got {threshold}")
+            with self._model_lock:
+                result = self._segmenter.segment(rgb, label_map.words, threshold, settings.prompt_templates)
+        except ValueError as error:
+            response.success, response.message = False, str(error)
+            return response
+        header = request.image.header
+        labels = image_message(MESSAGES, header, label_map.encode(result.labels), label_map.encoding)
+        confidence = image_message(MESSAGES, header, result.confidence, "32FC1")
+        response.segmentation = segmentation_message(MESSAGES, header, label_map, threshold, labels, confidence)
+        response.success = True
+        return response
+
+    def _publish_diagnostics(self) -> None:
+        status = self._reporter.status(
+            self._stats.snapshot(),
+            {
+                "backend": self._segmenter.backend_name,
+                "precision": self._segmenter.precision,
+                "device": self._active.device,
+                "vocabulary_size": str(len(self._label_map.words)),
+                "vocabulary_version": str(self._label_map.version),
+                "label_encoding": self._label_map.encoding,
+            },
+        )
+        self._diagnostics_pub.publish(DiagnosticArray(header=self._now_header(), status=[status]))
+
+    # --- inference thread ---------------------------------------------------------------------
+
+    def _apply(self, settings: Settings) -> None:
+        label_map = self._label_map.with_words(settings.vocabulary)
+        with self._model_lock:  # the text encoding runs here, not in the next frame
+            self._segmenter.encode_vocabulary(label_map.words, settings.prompt_templates)
+        changed = label_map is not self._label_map
+        self._active, self._label_map = settings, label_map
+        self._publish_label_info()
+        if changed:
+            names = ", ".join(f"{word}={i}" for i, word, _ in label_map.classes())
+            self.get_logger().info(f"vocabulary version {label_map.version}: {names}")
+
+    def _process(self, frame: Frame) -> None:
+        settings, label_map = self._active, self._label_map
+        start = time.perf_counter()
+        try:
+            rgb = frame.decode(frame.msg)
+        except ImageDecodeError as error:
+            self._stats.input_rejected(str(error))
+            self.get_logger().warning(f"skipped an image: {error}", throttle_duration_sec=WARN_EVERY_S)
+            return
+        converted = time.perf_counter()
+        with self._model_lock:
+            result = self._segmenter.segment(rgb, label_map.words, settings.threshold, settings.prompt_templates)
+            timings = dict(self._segmenter.timings)
+        segmented = time.perf_counter()
+
+        header = frame.msg.header
+        labels = image_message(MESSAGES, header, label_map.encode(result.labels), label_map.encoding)
+        confidence = (
+            image_message(MESSAGES, header, result.confidence, "32FC1") if settings.publish_confidence else None
+        )
+        overlay = None
+        if settings.publish_overlay and self._overlay_pub.get_subscription_count():
+            overlay = overlay_image(rgb, result.labels, label_map.words, settings.overlay_alpha)
+            overlay = image_message(MESSAGES, header, overlay, "rgb8")
+        rendered = time.perf_counter()
+
+        self._labels_pub.publish(labels)
+        if confidence is not None:
+            self._confidence_pub.publish(confidence)
+        if overlay is not None:
+            self._overlay_pub.publish(overlay)
+        if settings.publish_segmentation:
+            self._segmentation_pub.publish(
+                segmentation_message(MESSAGES, header, label_map, settings.threshold, labels, confidence)
+            )
+        camera_info = self._camera_info
+        if self._camera_info_pub is not None and camera_info is not None:
+            camera_info = copy.copy(camera_info)
+            camera_info.header = header
+            self._camera_info_pub.publish(camera_info)
+        published = time.perf_counter()
+
+        stages = {"convert": converted - start, **timings}
+        stages["postprocess"] = timings.get("postprocess", 0.0) + rendered - segmented
+        stages["publish"] = published - rendered
+        self._stats.frame_published(
+            stages,
+            node_latency_s=time.monotonic() - frame.received,
+            stamp_latency_s=self._stamp_age(header.stamp),
+        )
+
+    def _report_failure(self, what: str, error: BaseException) -> None:
+        self._stats.failed(f"{what}: {error}")
+        self.get_logger().error(f"{what} failed: {error!r}", throttle_duration_sec=WARN_EVERY_S)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _publish_label_info(self) -> None:
+        settings, label_map = self._active, self._label_map
+        header = self._now_header()
+        self._label_info_pub.publish(
+            label_info_message(MESSAGES, header, label_map, settings.threshold, settings.prompt_templates)
+        )
+        if self._vision_label_info_pub is not None:
+            self._vision_label_info_pub.publish(
+                VisionLabelInfo(
+                    header=header,
+                    class_map=[VisionClass(class_id=i, class_name=word) for i, word, _ in label_map.classes()],
+                    threshold=float(settings.threshold),
+                )
+            )
+
+    def _now_header(self) -> Header:
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def _stamp_age(self, stamp: Any) -> float | None:
+        """Seconds from the image's stamp to now, when the stamp is from this clock's time base."""
+        if stamp.sec == 0 and stamp.nanosec == 0:
+            return None
+        age = (self.get_clock().now() - Time.from_msg(stamp, clock_type=self.get_clock().clock_type)).nanoseconds
+        return age / 1e9 if age >= 0 else None
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SynsegNode()
+        rclpy.spin(node)
+    except StartupError as error:
+        rclpy.logging.get_logger("synseg").fatal(str(error))
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Evaluation: sliding windows, the background rule, known-answer scores, reports and refusal of bad datasets."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synseg_core.config import SynSegConfig
+from synseg_core.data.benchmarks import get_dataset
+from synseg_core.evaluate import main as evaluate_main
+from synseg_core.evaluation.inference import SlidingWindow, resized_shape, window_starts
+from synseg_core.evaluation.protocols import get_protocol
+from synseg_core.evaluation.report import write_report
+from synseg_core.evaluation.runner import evaluate_dataset
+from synseg_core.runtime.backend import Backend
+from synseg_core.runtime.segmenter import Segmenter
+
+RED_STEP = 40  # class id c is painted with red = 40 * c, which the fake backend reads back
+
+
+class ColourCodeBackend(Backend):
+    """Reads the class painted into each pixel's red channel and predicts ``confuse[class]`` there.
+
+    Per-pixel and position-independent, so the exact answer survives any window layout.
+    """
+
+    name = "colour-code"
+
+    def __init__(self, confuse: dict[int, int]):
+        self.confuse = confuse
+
+    def infer(self, pixels, text):
+        painted = np.rint(pixels[:, 0] * 255 / RED_STEP).astype(int)  # [B, H, W]
+        predicted = np.vectorize(lambda c: self.confuse.get(c, -1))(painted)
+        classes = np.arange(text.shape[0])[None, :, None, None]
+        return np.where(predicted[:, None] == classes, 5.0, -5.0).astype(np.float32)
+
+
+def one_hot_words(words, template_set):
+    return np.eye(len(words), dtype=np.float32)
+
+
+def fake_segmenter(confuse):
+    config = SynSegConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    return Segmenter(ColourCodeBackend(confuse), one_hot_words, config, patch_size=16)
+
+
+def write_folder(root, classes, masks):
+    """A generic-layout dataset whose images encode their masks (red = 40 * class id)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    for n, mask in enumerate(masks):
+        image = np.zeros((*mask.shape, 3), np.uint8)
+        image[..., 0] = RED_STEP * mask
+        Image.fromarray(image).save(root / "images" / f"{n}.png")
+        Image.fromarray(mask.astype(np.uint8)).save(root / "masks" / f"{n}.png")
+    return root
+
+
+def quadrant_mask():
+    """32x32: left half class 0, top-right class 1, bottom-right class 2 (512 / 256 / 256 pixels)."""
+    mask = np.zeros((32, 32), np.uint8)
+    mask[:16, 16:] = 1
+    mask[16:, 16:] = 2
+    return mask
+
+
+NATIVE_WINDOWS = get_protocol("synthetic", short_side=0, crop=16, stride=8)
+
+
+def test_window_starts_cover_the_image_with_the_last_window_flush():
+    assert window_starts(600, 448, 224) == [0, 152]
+    assert window_starts(1000, 448, 224) == [0, 224, 448, 552]
+    assert window_starts(300, 448, 224) == [0]
+
+
+def test_short_side_resize_keeps_the_aspect_ratio_and_caps_the_long_side():
+    assert resized_shape(375, 500, 448, 2048) == (448, 597)
+    assert resized_shape(1024, 2048, 448, 2048) == (448, 896)
+    assert resized_shape(100, 1000, 448, 2048) == (205, 2048)
+    assert resized_shape(50, 70, None, None) == (50, 70)
+
+
+def test_protocol_presets_state_their_settings():
+    tcl, sclip = get_protocol("tcl"), get_protocol("sclip")
+    assert (tcl.short_side, tcl.crop, tcl.stride, tcl.template_set, tcl.pamr, tcl.background_threshold) == (448, 448, 224, "tcl", True, 0.4)
+    assert get_protocol("tcl", pamr=False).background_threshold == 0.5
+    assert (sclip.short_side, sclip.crop, sclip.stride, sclip.template_set) == (336, 224, 112, "imagenet80")
+
+
+def test_known_answer_through_overlapping_sliding_windows(tmp_path):
+    dataset = get_dataset("folder", write_folder(tmp_path, ["sky", "cat", "dog"], [quadrant_mask()]))
+    inference = SlidingWindow(fake_segmenter({0: 0, 1: 1, 2: 1}), NATIVE_WINDOWS)  # dog mistaken for cat
+    scores = evaluate_dataset(inference, dataset, progress=False).scores
+    assert scores.iou.tolist() == [1.0, 0.5, 0.0]
+    assert scores.miou == pytest.approx(0.5)
+    assert scores.pixel_accuracy == pytest.approx(0.75)
+
+
+def test_background_is_where_no_class_beats_the_constant_score(tmp_path):
+    dataset = get_dataset("folder", write_folder(tmp_path, ["background", "cat", "dog"], [quadrant_mask()]))
+    assert dataset.background_index == 0
+    # nothing fires on background pixels (red 0 -> class 0 unmapped): they fall to the constant map
+    inference = SlidingWindow(fake_segmenter({1: 0, 2: 1}), NATIVE_WINDOWS)
+    prediction = inference.predict(dataset[0].image, inference.encode(["cat", "dog"]), background_index=0)
+    assert (prediction == quadrant_mask()).all()
+
+
+def test_resized_evaluation_scores_at_the_original_resolution(tmp_path):
+    dataset = get_dataset("folder", write_folder(tmp_path, ["sky", "cat", "dog"], [quadrant_mask()]))
+    upscaled = get_protocol("synthetic", short_side=64, crop=32, stride=16)  # 2x, 3x3 windows, then back to 32x32
+    evaluation = evaluate_dataset(SlidingWindow(fake_segmenter({0: 0, 1: 1, 2: 2}), upscaled), dataset, progress=False)
+    assert evaluation.confusion.sum() == 32 * 32
+    assert evaluation.scores.pixel_accuracy > 0.97
+
+
+def test_report_writes_results_markdown_bar_chart_and_overlays(tmp_path):
+    dataset = get_dataset("folder", write_folder(tmp_path / "data", ["sky", "cat", "dog"], [quadrant_mask()] * 2))
+    inference = SlidingWindow(fake_segmenter({0: 0, 1: 1, 2: 1}), NATIVE_WINDOWS)
+    evaluation = evaluate_dataset(inference, dataset, keep_examples=2, progress=False)
+    settings = {"method": "fake", "model": "none", "backend": "colour-code", "dataset": "folder",
+                "protocol": NATIVE_WINDOWS.to_dict(), "protocol_description": NATIVE_WINDOWS.describe()}
+    write_report(tmp_path / "out", evaluation, settings)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (results["miou"], results["pixel_accuracy"], results["per_class_iou"]) == (50.0, 75.0, {"sky": 100.0, "cat": 50.0, "dog": 0.0})
+    assert "| cat | 50.00 |" in (tmp_path / "out" / "results.md").read_text()
+    assert Image.open(tmp_path / "out" / "class_iou.png").size[0] > 100
+    assert Image.open(tmp_path / "out" / "overlays.png").size[1] > 2 * 160
+
+
+def cli(tiny_checkpoint, root, out, *extra):
+    return evaluate_main(["-c", str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(root), "--protocol", "synthetic",
+                          "--out", str(out), "--quiet", *extra])
+
+
+def test_cli_scores_a_checkpoint_and_records_the_protocol(tiny_checkpoint, tmp_path):
+    root = write_folder(tmp_path / "data", ["sky", "cat", "dog"], [quadrant_mask()] * 2)
+    assert cli(tiny_checkpoint, root, tmp_path / "out", "--templates", "single") == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["protocol"]["name"] == "synthetic" and results["protocol"]["template_set"] == "single"
+    assert np.array(results["confusion"]).sum() == 2 * 32 * 32
+
+
+def test_cli_refuses_a_mask_whose_size_differs_from_its_image(tiny_checkpoint, tmp_path, caplog):
+    root = write_folder(tmp_path / "data", ["sky", "cat", "dog"], [quadrant_mask()] * 2)
+    Image.fromarray(np.zeros((30, 32), np.uint8)).save(root / "masks" / "1.png")
+    assert cli(tiny_checkpoint, root, tmp_path / "out") == 2
+    assert "1.png" in caplog.text and "differs from image" in caplog.text
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_cli_refuses_mask_values_not_named_in_classes_txt(tiny_checkpoint, tmp_path, caplog):
+    root = write_folder(tmp_path / "data", ["sky", "cat", "dog"], [quadrant_mask(), quadrant_mask() + 1])  # 3 has no name
+    assert cli(tiny_checkpoint, root, tmp_path / "out") == 2
+    assert "1.png" in caplog.text and "[3]" in caplog.text
+
+
+def test_cli_refuses_a_corrupt_image(tiny_checkpoint, tmp_path, caplog):
+    root = write_folder(tmp_path / "data", ["sky", "cat", "dog"], [quadrant_mask()] * 2)
+    (root / "images" / "0.png").write_bytes(b"not a png")
+    assert cli(tiny_checkpoint, root, tmp_path / "out") == 2
+    assert "0.png" in caplog.text and "cannot read image" in caplog.text
