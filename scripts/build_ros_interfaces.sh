@@ -44,24 +44,24 @@ if [[ ! -e "$wheel_py/include/python3.11" || ! -e "$wheel_py/lib/python3.11/site
 fi
 
 cmake_bin=$(command -v cmake || echo "$venv/bin/cmake")
+mkdir -p "$build_dir"
+log="$build_dir/cmake.log"
 export AMENT_PREFIX_PATH="$venv"
 # $ORIGIN rpaths let the generated Python extension find its libraries in $prefix/lib without
 # LD_LIBRARY_PATH being set before the interpreter starts (tests add it at run time).
 "$cmake_bin" -S "$repo" -B "$build_dir" -Wno-dev \
-  -DSYNSEG_INTERFACES_ONLY=ON \
+  -DSYNSEG_INSTALL_PYTHON=OFF \
   -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$venv" \
   -DCMAKE_INSTALL_PREFIX="$prefix" \
   -DCMAKE_INSTALL_RPATH='$ORIGIN;$ORIGIN/../../..' \
-  -DPython3_EXECUTABLE="$python" >"$prefix.cmake.log" 2>&1 || { cat "$prefix.cmake.log" >&2; exit 1; }
-"$cmake_bin" --build "$build_dir" -j2 --target install >>"$prefix.cmake.log" 2>&1 \
-  || { tail -n 60 "$prefix.cmake.log" >&2; exit 1; }
-mv "$prefix.cmake.log" "$build_dir/cmake.log"
+  -DPython3_EXECUTABLE="$python" >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+"$cmake_bin" --build "$build_dir" -j2 --target install >>"$log" 2>&1 || { tail -n 60 "$log" >&2; exit 1; }
 
 site="$prefix/lib/python$pyver/site-packages"
 # The generated package holds only msg/ and srv/; synseg_ros itself comes from the source tree and
-# extends its __path__ over this folder, so the generated empty __init__.py must not shadow it.
+# extends its __path__ over this folder, so an __init__.py here must not shadow it.
 rm -f "$site/synseg_ros/__init__.py"
 
 cat >"$prefix/env.sh" <<ENV

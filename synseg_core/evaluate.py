@@ -18,14 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from synseg_core.checkpoint import CheckpointError
 from synseg_core.data.benchmarks import get_dataset, list_datasets
 from synseg_core.data.segmentation import DatasetError
 from synseg_core.evaluation.distributed import Shard, finish, init_from_environment
-from synseg_core.evaluation.inference import Refiner, SlidingWindow
+from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner
 from synseg_core.evaluation.protocols import Protocol, get_protocol, list_protocols
 from synseg_core.evaluation.report import write_report
 from synseg_core.evaluation.runner import evaluate_dataset
@@ -34,20 +31,6 @@ from synseg_core.text.prompts import list_template_sets
 
 log = logging.getLogger("synseg.evaluate")
 METHODS = ("synseg", "maskclip")
-
-
-def pamr_refiner(device: str = "cpu") -> Refiner:
-    """PAMR (TCL's settings: 10 iterations, dilations 1, 2, 4, 8, 12, 24) on numpy windows."""
-    from synseg_core.pamr import PAMR
-
-    module = PAMR().to(device)
-
-    @torch.inference_mode()
-    def refine(pixels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        refined = module(torch.from_numpy(pixels).to(device), torch.from_numpy(scores).to(device))
-        return refined.float().cpu().numpy()
-
-    return refine
 
 
 def build_segmenter(args: argparse.Namespace) -> Segmenter:

@@ -222,7 +222,7 @@ def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: Sequence[t
     """Run the fresh graph in ONNX Runtime on the export example; the largest deviation from PyTorch."""
     session = create_session(path, ["CPUExecutionProvider"])
     outputs = session.run(None, feeds)
-    error = max(float(np.abs(out - ref.numpy()).max()) for out, ref in zip(outputs, expected))
+    error = max(float(np.abs(out - ref.cpu().numpy()).max()) for out, ref in zip(outputs, expected))
     if error > PARITY_TOLERANCE:
         raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {error:.2e} (> {PARITY_TOLERANCE}); not using this export")
     return error
@@ -289,8 +289,9 @@ def export_onnx(
     try:
         # Examples of size >= 2 on every dynamic axis: the dynamo exporter would specialise a size-1 axis.
         generator = torch.Generator().manual_seed(0)
-        pixels = torch.randn(2, 3, *size, generator=generator)
-        text = F.normalize(torch.randn(2, model.text_dim, generator=generator), dim=-1)
+        device = next(model.parameters()).device
+        pixels = torch.randn(2, 3, *size, generator=generator).to(device)
+        text = F.normalize(torch.randn(2, model.text_dim, generator=generator), dim=-1).to(device)
         with torch.no_grad():
             # An eager pass first: it also caches the positional embedding for this grid as a real tensor,
             # so the graph carries it as a constant instead of a bicubic resize.
@@ -314,8 +315,8 @@ def export_onnx(
         bar.update()
         errors = {}
         if check:
-            errors[IMAGE_ENCODER] = _check_parity(image_path, {PIXELS: pixels.numpy()}, features.activations)
-            decoder_feeds = {n: a.numpy() for n, a in zip(names, features.activations)} | {TEXT: text.numpy()}
+            errors[IMAGE_ENCODER] = _check_parity(image_path, {PIXELS: pixels.cpu().numpy()}, features.activations)
+            decoder_feeds = {n: a.cpu().numpy() for n, a in zip(names, features.activations)} | {TEXT: text.cpu().numpy()}
             errors[DECODER] = _check_parity(decoder_path, decoder_feeds, [logits])
         roles = [IMAGE_ENCODER, DECODER]
         text_meta = None
@@ -374,7 +375,7 @@ def export_onnx(
 def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> torch.Tensor:
     encoder = model.text_encoder
     prompts = [template("word") for template in get_templates("single")] * 2
-    tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1)
+    tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1).to(encoder.token_embedding.weight.device)
     _export_graph(
         TextEncoderGraph(encoder), (tokens,), path, [TOKENS], [EMBEDDINGS],
         {TOKENS: {0: "classes", 1: "prompts"}, EMBEDDINGS: {0: "classes"}}, opset, exporter,
@@ -382,7 +383,7 @@ def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, c
     if check:
         with torch.no_grad():
             expected = TextEncoderGraph(encoder)(tokens)
-        _check_parity(path, {TOKENS: tokens.numpy()}, [expected])
+        _check_parity(path, {TOKENS: tokens.cpu().numpy()}, [expected])
     return tokens
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from synseg_core.config import SynSegConfig
 from synseg_core.data.benchmarks import get_dataset
 from synseg_core.evaluate import main as evaluate_main
-from synseg_core.evaluation.inference import SlidingWindow, resized_shape, window_starts
+from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner, resized_shape, window_starts
 from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.evaluation.report import write_report
 from synseg_core.evaluation.runner import evaluate_dataset
@@ -161,3 +161,20 @@ def test_cli_refuses_a_corrupt_image(tiny_checkpoint, tmp_path, caplog):
     (root / "images" / "0.png").write_bytes(b"not a png")
     assert cli(tiny_checkpoint, root, tmp_path / "out") == 2
     assert "0.png" in caplog.text and "cannot read image" in caplog.text
+
+
+def test_pamr_protocol_refines_every_window_and_keeps_a_clean_answer(tmp_path):
+    dataset = get_dataset("folder", write_folder(tmp_path, ["background", "cat", "dog"], [quadrant_mask()]))
+    with_pamr = get_protocol("synthetic", short_side=0, crop=16, stride=8, pamr=True)
+    with pytest.raises(ValueError, match="asks for PAMR"):
+        SlidingWindow(fake_segmenter({1: 0, 2: 1}), with_pamr)
+    calls = []
+
+    def counting_pamr(pixels, scores):
+        calls.append(pixels.shape[0])
+        return pamr_refiner()(pixels, scores)
+
+    evaluation = evaluate_dataset(SlidingWindow(fake_segmenter({1: 0, 2: 1}), with_pamr, refine=counting_pamr), dataset, progress=False)
+    assert sum(calls) == 9  # 3x3 windows of 16 px, stride 8, on 32x32
+    assert with_pamr.background_threshold == 0.4
+    assert evaluation.scores.miou == 1.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 from synseg_core.evaluation.protocols import Protocol
 from synseg_core.runtime.processing import preprocess, resize_maps, sigmoid
@@ -19,6 +20,18 @@ from synseg_core.runtime.segmenter import Segmenter
 
 #: (pixels [B, 3, h, w] normalised, scores [B, K, h, w] in [0, 1]) -> refined scores [B, K, h, w]
 Refiner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def pamr_refiner(device: str = "cpu") -> Refiner:
+    """PAMR with TCL's settings (10 iterations, dilations 1, 2, 4, 8, 12, 24) on numpy windows."""
+    from synseg_core.pamr import pamr
+
+    @torch.inference_mode()
+    def refine(pixels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        refined = pamr(torch.from_numpy(pixels).to(device), torch.from_numpy(scores).to(device))
+        return refined.float().cpu().numpy()
+
+    return refine
 
 
 def resized_shape(height: int, width: int, short_side: int | None, max_long_side: int | None) -> tuple[int, int]:

@@ -7,7 +7,8 @@
             windows with stride 112, the 80 OpenAI ImageNet templates, no PAMR. The
             background rule stays the constant score (SCLIP's renamed classes and
             background word lists are not reproduced; see docs/EVALUATION.md).
-``synthetic`` The CPU benchmark's 64-px procedural scenes: one 64x64 window.
+``synthetic`` The CPU benchmark's 64-px procedural scenes: one 64x64 window and the one
+            template ("a photo of a {}.") the benchmark trains with.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ class Protocol:
 PROTOCOLS: dict[str, Protocol] = {
     "tcl": Protocol("tcl", short_side=448, max_long_side=2048, crop=448, stride=224, template_set="tcl", pamr=True),
     "sclip": Protocol("sclip", short_side=336, max_long_side=2048, crop=224, stride=112, template_set="imagenet80", pamr=False),
-    "synthetic": Protocol("synthetic", short_side=64, max_long_side=None, crop=64, stride=32, template_set="tcl", pamr=False),
+    "synthetic": Protocol("synthetic", short_side=64, max_long_side=None, crop=64, stride=32, template_set="single", pamr=False),
 }
 
 

@@ -64,14 +64,26 @@ Profile = dict[str, list[list[int]]]
 
 def require_tensorrt() -> str:
     """TensorRT's version, or an ImportError that says what to install."""
+    message = (
+        "the tensorrt backend needs NVIDIA TensorRT 10 for Python (pip install tensorrt on a machine with an "
+        "NVIDIA GPU and driver); use backend='onnxruntime' where TensorRT is not available"
+    )
     try:
         import tensorrt
     except ImportError as exc:
-        raise ImportError(
-            "the tensorrt backend needs NVIDIA TensorRT 10 for Python (pip install tensorrt on a machine with an "
-            "NVIDIA GPU and driver); use backend='onnxruntime' where TensorRT is not available"
-        ) from exc
+        raise ImportError(message) from exc
+    # Installed type stubs alone make `tensorrt` an empty namespace package.
+    if not hasattr(tensorrt, "Builder"):
+        raise ImportError(message + " (only an empty `tensorrt` package, e.g. type stubs, is installed)")
     return str(tensorrt.__version__)
+
+
+def tensorrt_available() -> bool:
+    try:
+        require_tensorrt()
+    except ImportError:
+        return False
+    return True
 
 
 def engine_profiles(meta: ExportMetadata, max_batch: int, opt_classes: int, max_classes: int) -> dict[str, Profile]:

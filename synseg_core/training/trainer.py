@@ -45,7 +45,7 @@ from synseg_core.losses.mccl import MCCLWeights, mccl_loss, total_loss
 from synseg_core.model.encoders import ImageFeatures
 from synseg_core.model.synseg import SynSeg, create_model
 from synseg_core.training.config import TrainingConfig, changed_keys, config_from_dict
-from synseg_core.training.data import TrainingStream
+from synseg_core.training.data import build_loader, endless
 from synseg_core.training.distributed import Distributed, init_distributed
 from synseg_core.training.state import find_resumable, list_checkpoints, remove_temporaries, restore_model, save_checkpoint
 
@@ -266,22 +266,25 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
 
     head: nn.Module = TrainableHead(model)
     if dist.enabled:
-        head = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
+        head = DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None,
+                                       gradient_as_bucket_view=True)
     objective = mccl_objective(config) if config.loss.name == "mccl" else infonce_objective(config, dist, per_rank_batch)
 
-    stream = TrainingStream(
+    loader = build_loader(
         config.data.train, config.data.image_size or model.config.image_size, model.config.mean, model.config.std,
         per_rank_batch, config.data.num_workers, spec.seed, config.data.max_categories, config.data.category_backend,
         rank=dist.rank, world_size=dist.world_size, pin_memory=device.type == "cuda",
     )
     data_state = trainer_state.get("data")
-    if data_state is not None and data_state["world_size"] == dist.world_size:
-        stream.load_state_dict(data_state["ranks"][dist.rank])
-    elif data_state is not None:
-        epoch = 1 + max(state["epoch"] for state in data_state["ranks"])
-        log.warning("the checkpoint was written by %d ranks, this run has %d: the data streams restart at epoch %d",
-                    data_state["world_size"], dist.world_size, epoch)
-        stream.start_new_epoch(epoch)
+    if data_state is not None:
+        try:
+            if data_state["world_size"] != dist.world_size:
+                raise ValueError(f"the checkpoint was written by {data_state['world_size']} ranks, this run has {dist.world_size}")
+            loader.load_state_dict(data_state["ranks"][dist.rank])
+        except ValueError as exc:  # the saved positions do not map onto this run's readers
+            epoch = 1 + max(state["epoch"] for state in data_state["ranks"])
+            log.warning("%s: the data stream continues at the start of epoch %d", exc, epoch)
+            loader.set_epoch(epoch)
 
     images_seen = int(trainer_state.get("images_seen", 0))
     elapsed = float(trainer_state.get("elapsed_s", 0.0))
@@ -289,11 +292,11 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
     progress = tqdm(total=spec.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                     disable=not (dist.is_main and spec.progress))
     trainable = list(model.trainable_parameters())
-    batches = iter(stream)
+    batches = endless(loader)
     window_start, window_images = time.perf_counter(), 0.0
 
     def checkpoint_now(step: int) -> None:
-        states = dist.gather_objects(stream.state_dict())
+        states = dist.gather_objects(loader.state_dict())
         if dist.is_main:
             training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
             state = {"data": {"world_size": dist.world_size, "ranks": states}, "images_seen": images_seen,
@@ -312,7 +315,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
             result = objective(model, head, features, batch)
 
         names = sorted(result.terms)
-        local = torch.tensor([result.counts[n] for n in names] + [len(batch.keys), stream.stats.total_skipped], dtype=torch.float64)
+        local = torch.tensor([result.counts[n] for n in names] + [len(batch.keys), loader.stats.total_skipped], dtype=torch.float64)
         total = dist.sum(local)
         scales = {n: float(local[i] * dist.world_size / total[i]) if total[i] > 0 else 0.0 for i, n in enumerate(names)}
         loss = total_loss({n: t * scales[n] for n, t in result.terms.items() if n.startswith("loss")})
@@ -334,7 +337,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
             values = {n: float(weighted[i] / total[i]) if total[i] > 0 else 0.0 for i, n in enumerate(names)}
             now = time.perf_counter()
             record = {
-                "step": done, "epoch": stream.epoch, "lr": scheduler.get_last_lr()[0],
+                "step": done, "epoch": loader.epoch, "lr": scheduler.get_last_lr()[0],
                 "loss": sum(v for n, v in values.items() if n.startswith("loss")), **values,
                 "grad_norm": float(grad_norm), "images_per_s": window_images / max(now - window_start, 1e-9),
                 "images_seen": images_seen, "bad_samples": int(total[-1]),
@@ -352,6 +355,6 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
     final = run_dir / MODEL_DIR
     if dist.is_main:
         save_model(model, final, metadata={"step": str(spec.steps)})
-        log.info("final model %s (%s)", final, stream.stats)
+        log.info("final model %s (%s)", final, loader.stats)
     dist.barrier()
     return final

@@ -1,0 +1,120 @@
+"""Start-up options of the node: compressed input, camera_info, reliable QoS, bad start-up parameters.
+
+These nodes run in this test process (their own context and executor thread), still talking over
+real DDS, which saves a second process start-up.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from conftest import LATCHED, SynsegClient, make_rgb, next_header
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage
+
+from synseg_ros.msg import LabelInfo
+from synseg_ros.node import StartupError, SynsegNode
+
+
+def in_process_node(model_dir: Path, name: str, **parameters: object) -> tuple[SynsegNode, callable]:
+    """A SynsegNode spinning in a thread of this process; returns it and its stop function."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    remaps = [f"{topic}:=/{name}/camera/{topic}" for topic in ("image", "image/compressed", "camera_info")]
+    overrides = {"model_path": str(model_dir), "diagnostics_period": 0.5, **parameters}
+    try:
+        node = SynsegNode(
+            context=context,
+            cli_args=["--ros-args", "-r", f"__node:={name}", *sum((["-r", r] for r in remaps), [])],
+            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
+        )
+    except Exception:
+        rclpy.shutdown(context=context)
+        raise
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        executor.shutdown()
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        thread.join(5)
+
+    return node, stop
+
+
+@pytest.fixture(scope="module")
+def compressed(model_dir, probe) -> Iterator[SynsegClient]:
+    _, stop = in_process_node(
+        model_dir, "synseg_compressed", input_transport="compressed", use_camera_info=True,
+        image_reliability="reliable",
+    )
+    try:
+        client = SynsegClient(
+            probe, "synseg_compressed", "/synseg_compressed/camera/image/compressed", CompressedImage,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        client.camera_info = probe.collect(CameraInfo, "/synseg_compressed/camera_info")
+        client.camera_info_pub = probe.node.create_publisher(CameraInfo, "/synseg_compressed/camera/camera_info", 10)
+        yield client
+    finally:
+        stop()
+
+
+def jpeg(rgb: np.ndarray) -> CompressedImage:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return CompressedImage(header=next_header(), format="rgb8; jpeg compressed bgr8", data=data.tobytes())
+
+
+def test_compressed_images_are_segmented_at_their_decoded_size(compressed):
+    msg = jpeg(make_rgb(30, 40))
+    out = compressed.send(msg)
+    assert (out.labels.encoding, out.labels.height, out.labels.width) == ("mono8", 30, 40)
+    assert out.labels.header == msg.header
+
+
+def test_the_latest_camera_info_is_republished_with_each_mask_header(compressed):
+    info = CameraInfo(header=next_header(), height=30, width=40, k=[50.0, 0.0, 20.0, 0.0, 50.0, 15.0, 0.0, 0.0, 1.0])
+    compressed.camera_info_pub.publish(info)
+    compressed.probe.spin_for(0.5)
+    msg = jpeg(make_rgb(30, 40, seed=1))
+    compressed.send(msg)
+    compressed.probe.spin_until(
+        lambda: any(m.header == msg.header for m in compressed.camera_info), 10, "camera_info with the mask header"
+    )
+    republished = next(m for m in compressed.camera_info if m.header == msg.header)
+    assert (republished.width, republished.height) == (40, 30)
+    np.testing.assert_array_equal(republished.k, info.k)
+
+
+def test_label_info_is_latched_for_late_subscribers(compressed, probe):
+    late = probe.collect(LabelInfo, "/synseg_compressed/label_info", LATCHED)
+    probe.spin_until(lambda: bool(late), 10, "the latched label_info")
+    assert [c.name for c in late[-1].classes] == ["person", "chair", "table", "door"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "reason"),
+    [
+        ({"backend": "caffe"}, "backend must be one of torch, onnxruntime, tensorrt, got 'caffe'"),
+        ({"vocabulary": ["door", "door"]}, "vocabulary repeats ['door']"),
+        ({"threshold": 2.0}, "threshold"),
+        ({"model_path": "/nonexistent/model"}, "cannot load the model from '/nonexistent/model'"),
+    ],
+)
+def test_bad_start_up_parameters_stop_the_node_with_the_reason(model_dir, parameters, reason):
+    with pytest.raises(StartupError) as raised:
+        in_process_node(model_dir, "synseg_bad", **parameters)
+    assert reason in str(raised.value)

@@ -1,0 +1,51 @@
+"""benchmarks/latency.py runs end to end on a tiny model and reports every ratio docs/PERFORMANCE.md quotes."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("latency", SCRIPT)
+    latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(latency)
+    work = tmp_path_factory.mktemp("latency")
+    args = [
+        "--preset", "tiny", "--sizes", "64", "--classes", "1,20", "--repeats", "1", "--warmup", "0", "--threads", "2",
+        "--backends", "torch,onnxruntime", "--exporter", "legacy", "--work-dir", str(work), "--out", str(work / "results"),
+    ]
+    assert latency.main(args) == 0
+    return json.loads((work / "results.json").read_text()), (work / "results.md").read_text()
+
+
+def test_every_backend_size_and_k_gets_a_row(report):
+    rows = report[0]["rows"]
+    assert {(r["backend"], r["size"], r["classes"]) for r in rows} == {
+        ("torch", "64x64", 1), ("torch", "64x64", 20), ("onnxruntime", "64x64", 1), ("onnxruntime", "64x64", 20),
+    }
+    assert all(r["latency_ms"] > 0 and r["encoder_ms"] > 0 and r["fps"] > 0 for r in rows)
+
+
+def test_report_holds_the_ratios_the_targets_are_stated_in(report):
+    ratios = report[0]["ratios"]
+    assert set(ratios["full_over_encoder"]) == {"torch 64x64", "onnxruntime 64x64"}
+    assert set(ratios["k_high_over_k_low"]) == {"torch 64x64", "onnxruntime 64x64"}
+    assert set(ratios["onnxruntime_speedup_over_torch"]) == {"64x64 K=1", "64x64 K=20"}
+
+
+def test_vocabulary_change_is_timed_cold_and_warm(report):
+    timing = report[0]["vocabulary"]["torch (cpu)"]
+    assert timing["prompts"] == 20 * 9
+    assert timing["cold_ms"] > timing["warm_ms"]
+
+
+def test_markdown_names_each_target(report):
+    text = report[1]
+    for phrase in ("target <= 1.25", "target <= 1.5", "target >= 1.5", "cold", "End-to-end", "onnxruntime vs torch"):
+        assert phrase in text
