@@ -28,8 +28,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -201,9 +203,11 @@ def reading(summary: dict[str, dict[str, float]]) -> list[str]:
 class Benchmark:
     """Runs (or resumes) every step of the benchmark under ``out``."""
 
-    def __init__(self, out: Path, scale: Scale) -> None:
+    def __init__(self, out: Path, scale: Scale, jobs: int = 2) -> None:
         self.out = out
         self.scale = scale
+        self.jobs = jobs
+        self._lock = threading.Lock()
         self.train_dir = out / "data" / "train"
         self.eval_dir = out / "data" / "eval"
         self.clip = out / "stage1" / "clip.safetensors"
@@ -211,8 +215,9 @@ class Benchmark:
         self.timings: dict[str, float] = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
 
     def _timed(self, name: str, start: float) -> None:
-        self.timings[name] = round(time.perf_counter() - start, 1)
-        write_json(self.timings_path, self.timings)
+        with self._lock:  # stage-2 runs finish in parallel threads
+            self.timings[name] = round(time.perf_counter() - start, 1)
+            write_json(self.timings_path, self.timings)
 
     def data(self) -> None:
         for folder, count, seed in ((self.train_dir, self.scale.train_scenes, TRAIN_SEED), (self.eval_dir, self.scale.eval_scenes, EVAL_SEED)):
@@ -246,8 +251,12 @@ class Benchmark:
         resume = (run_dir / "config.yaml").is_file()
         command = stage2_command(method, seed, self.scale, self.clip, self.train_dir / "captions.jsonl", run_dir, resume)
         log.info("stage 2: %s seed %d%s", method.label, seed, " (resuming)" if resume else "")
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        # One thread per run and `jobs` runs at a time: tiny models gain little from a second thread,
+        # and oversubscribed OpenMP threads slow every process on a shared machine down.
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
         with (self.out / "runs" / f"{run_name(method, seed)}.log").open("a") as handle:
-            completed = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            completed = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, env=env)
         if completed.returncode != 0:
             raise RuntimeError(f"stage-2 training {run_name(method, seed)} failed (exit {completed.returncode}); see {handle.name}")
         self._timed(f"stage2/{run_name(method, seed)}", start)
@@ -272,14 +281,15 @@ class Benchmark:
         mious: dict[str, list[float]] = {m.key: [] for m in METHODS}
         accuracies: dict[str, list[float]] = {m.key: [] for m in METHODS}
         synseg_models: dict[str, Path] = {}
-        for seed in self.scale.seeds:
-            for method in (m for m in METHODS if m.trained):
-                model = self.stage2(method, seed)
-                results = self.evaluate(run_name(method, seed), ["-c", str(model)])
-                mious[method.key].append(results["miou"])
-                accuracies[method.key].append(results["pixel_accuracy"])
-                if method.key == "synseg":
-                    synseg_models[run_name(method, seed)] = model
+        runs = [(method, seed) for seed in self.scale.seeds for method in METHODS if method.trained]
+        with ThreadPoolExecutor(self.jobs) as pool:
+            models = list(pool.map(lambda run: self.stage2(*run), runs))
+        for (method, seed), model in zip(runs, models):
+            results = self.evaluate(run_name(method, seed), ["-c", str(model)])
+            mious[method.key].append(results["miou"])
+            accuracies[method.key].append(results["pixel_accuracy"])
+            if method.key == "synseg":
+                synseg_models[run_name(method, seed)] = model
         # MaskCLIP reads the frozen stage-1 towers, which every stage-2 checkpoint holds unchanged.
         any_model = next(iter(synseg_models.values()))
         results = self.evaluate("maskclip", ["-c", str(any_model), "--method", "maskclip"])
@@ -323,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke-sized run (default output bench_quick/, no docs or assets)")
     parser.add_argument("--out", type=Path, help="work folder, resumable (default: bench_out/ or bench_quick/)")
     parser.add_argument("--results", type=Path, help="Markdown table to write (default: docs/RESULTS.md for full runs, OUT/RESULTS.md for --quick)")
+    parser.add_argument("--jobs", type=int, default=2, help="stage-2 runs trained at once, one thread each (default: %(default)s)")
     parser.add_argument("--assets", action=argparse.BooleanOptionalAction, default=None,
                         help="install the best SynSeg seed as the demo model + sample scenes (default: on for full runs)")
     return parser
@@ -337,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     assets = (not args.quick) if args.assets is None else args.assets
     out.mkdir(parents=True, exist_ok=True)
     start, load_start = time.perf_counter(), os.getloadavg()[0]
-    benchmark = Benchmark(out, scale)
+    benchmark = Benchmark(out, scale, jobs=args.jobs)
     try:
         mious, accuracy, synseg_models, stage1 = benchmark.run()
     except (RuntimeError, OSError, ValueError) as exc:

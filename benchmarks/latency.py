@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,18 +248,14 @@ def measure_grid(model: SynSeg, args: argparse.Namespace) -> tuple[list[Row], di
         for name in args.backends:
             log.info("%s at %dx%d", name, *size)
             backend = make_backend(name, model, size, args)
-            encode = _encoder(backend, model)
-            encoder_ms = median_ms(lambda: encode(single), args.warmup, args.repeats, sync)
+            encoder_ms = median_ms(partial(_encoder(backend, model), single), args.warmup, args.repeats, sync)
             for classes in args.classes:
-                text = text_all[:classes]
-
-                def run(text: np.ndarray = text) -> object:
-                    return backend.infer(single, text)
-
+                run = partial(backend.infer, single, text_all[:classes])
                 latency = median_ms(run, args.warmup, args.repeats, sync)
                 fps = 1000 / latency
                 if args.batch > 1 and classes == VOCABULARY_CLASSES:
-                    fps = args.batch * 1000 / median_ms(lambda: backend.infer(pixels, text), args.warmup, args.repeats, sync)
+                    batched = partial(backend.infer, pixels, text_all[:classes])
+                    fps = args.batch * 1000 / median_ms(batched, args.warmup, args.repeats, sync)
                 rows.append(Row(
                     backend=name, device=args.device, precision=backend.precision, size=f"{size[0]}x{size[1]}", classes=classes,
                     latency_ms=round(latency, 2), fps=round(fps, 2), batch=args.batch if classes == VOCABULARY_CLASSES else 1,

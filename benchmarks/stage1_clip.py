@@ -100,7 +100,7 @@ def train_clip(
         schedule.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        history.append(float(loss))
+        history.append(loss.item())
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     _atomic_write(out, lambda tmp: save_file(state, tmp, metadata={"config": json.dumps(config)}))

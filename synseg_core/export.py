@@ -22,7 +22,8 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,20 @@ def _template_patterns() -> dict[str, list[str]]:
     return {name: [template("{}") for template in get_templates(name)] for name in list_template_sets()}
 
 
+@contextmanager
+def _quiet_logs(*names: str) -> Iterator[None]:
+    """Only errors from these loggers ('' = root) meanwhile: exporter and quantiser chatter is not progress."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _dynamic_shapes(module: nn.Module, input_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> tuple[Any, ...]:
     """``dynamic_axes`` as torch.export dynamic shapes; one Dim per axis name ties e.g. every batch axis together."""
     dims: dict[str, Any] = {}
@@ -176,7 +191,7 @@ def _export_graph(
     # The legacy exporter cannot translate the fused attention kernel; the plain path is the same math.
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_logs("onnx_ir", "onnxscript", "torch.onnx"):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module, args, str(path), input_names=input_names, output_names=output_names, opset_version=opset, **options,
@@ -201,12 +216,8 @@ def _to_int8(path: Path) -> None:
 
     quantized = path.with_suffix(".int8.onnx")
     # Its "run pre-processing first" hint goes to the root logger; that pre-processing fails on these graphs.
-    hint = logging.Filter("synseg.never")
-    logging.getLogger().addFilter(hint)
-    try:
+    with _quiet_logs(""):
         quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
-    finally:
-        logging.getLogger().removeFilter(hint)
     os.replace(quantized, path)
 
 
@@ -222,7 +233,7 @@ def _check_parity(path: Path, feeds: dict[str, np.ndarray], expected: Sequence[t
     """Run the fresh graph in ONNX Runtime on the export example; the largest deviation from PyTorch."""
     session = create_session(path, ["CPUExecutionProvider"])
     outputs = session.run(None, feeds)
-    error = max(float(np.abs(out - ref.cpu().numpy()).max()) for out, ref in zip(outputs, expected))
+    error = max(float(np.abs(out - ref.cpu().numpy()).max()) for out, ref in zip(outputs, expected, strict=True))
     if error > PARITY_TOLERANCE:
         raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {error:.2e} (> {PARITY_TOLERANCE}); not using this export")
     return error
@@ -234,14 +245,32 @@ def _check_replaceable(target: Path) -> None:
         raise ExportError(f"{target}: exists and is not a SynSeg export folder; choose another --out")
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move a complete staging folder onto ``target``; an old export is removed only after the swap."""
+@contextmanager
+def _staged_folder(target: Path) -> Iterator[Path]:
+    """A scratch folder beside ``target`` that replaces it if the block succeeds and vanishes if it fails.
+
+    The old ``target`` is moved aside, the new one renamed in, then the old one removed: a crash at any point
+    leaves either the old or the new export complete, never a mix.
+    """
     _check_replaceable(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield staging
+        _check_replaceable(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old-{os.getpid()}") if target.exists() else None
+    if old is not None:
         os.replace(target, old)
-    os.replace(staging, target)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -279,100 +308,99 @@ def export_onnx(
     if any(s <= 0 or s % patch for s in size):
         raise ValueError(f"input size {size[0]}x{size[1]} must be positive multiples of the patch size {patch}")
     target = Path(out_dir)
-    _check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     was_training = model.training
     model.eval()
-    steps = ["image encoder", "decoder"] + (["text encoder"] if text_encoder else []) + ([precision] if precision != "fp32" else [])
-    bar = tqdm(total=len(steps), desc="export", unit="graph", disable=not progress)
+    steps = 2 + int(text_encoder) + int(precision != "fp32")
     try:
-        # Examples of size >= 2 on every dynamic axis: the dynamo exporter would specialise a size-1 axis.
-        generator = torch.Generator().manual_seed(0)
-        device = next(model.parameters()).device
-        pixels = torch.randn(2, 3, *size, generator=generator).to(device)
-        text = F.normalize(torch.randn(2, model.text_dim, generator=generator), dim=-1).to(device)
-        with torch.no_grad():
-            # An eager pass first: it also caches the positional embedding for this grid as a real tensor,
-            # so the graph carries it as a constant instead of a bicubic resize.
-            features = model.encode_image(pixels)
-            logits = model.decode(features, text).logits
-        names = [f"act{i}" for i in range(len(features.activations))]
-        batch_axis = {0: "batch"}
-        image_path = staging / FILE_NAMES[IMAGE_ENCODER]
-        bar.set_postfix_str("image encoder")
-        _export_graph(
-            ImageEncoderGraph(model), (pixels,), image_path, [PIXELS], names,
-            {PIXELS: batch_axis, **{n: batch_axis for n in names}}, opset, exporter,
-        )
-        bar.update()
-        decoder_path = staging / FILE_NAMES[DECODER]
-        bar.set_postfix_str("decoder")
-        _export_graph(
-            DecoderGraph(model, features.grid), (*features.activations, text), decoder_path, [*names, TEXT], [LOGITS],
-            {**{n: batch_axis for n in names}, TEXT: {0: "classes"}, LOGITS: {0: "batch", 1: "classes"}}, opset, exporter,
-        )
-        bar.update()
-        errors = {}
-        if check:
-            errors[IMAGE_ENCODER] = _check_parity(image_path, {PIXELS: pixels.cpu().numpy()}, features.activations)
-            decoder_feeds = {n: a.cpu().numpy() for n, a in zip(names, features.activations)} | {TEXT: text.cpu().numpy()}
-            errors[DECODER] = _check_parity(decoder_path, decoder_feeds, [logits])
-        roles = [IMAGE_ENCODER, DECODER]
-        text_meta = None
-        if text_encoder:
-            bar.set_postfix_str("text encoder")
-            tokens = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
-            (staging / FILE_NAMES[TOKENIZER]).write_text(tokenizer_json(model.text_encoder.tokenizer))
-            text_meta = TextExport(context_length=int(tokens.shape[-1]), templates=_template_patterns())
-            roles += [TEXT_ENCODER, TOKENIZER]
-            bar.update()
-        if precision != "fp32":
-            bar.set_postfix_str(precision)
-            _convert(staging, roles, precision)
-            bar.update()
-        import onnx
-
-        meta = ExportMetadata(
-            backbone=model.config.clip_model,
-            config=model.config.to_dict(),
-            input_size=size,
-            patch_size=patch,
-            vision_width=model.image_encoder.width,
-            text_dim=model.text_dim,
-            extract_layers=tuple(model.config.extract_layers),
-            preprocessing={
-                "resize": "bilinear to input_size, aspect ratio not kept (cv2.INTER_LINEAR)",
-                "scale": 1 / 255,
-                "mean": list(model.config.mean),
-                "std": list(model.config.std),
-                "channels": "RGB",
-                "layout": "NCHW float32",
-            },
-            opset=opset,
-            precision=precision,
-            weights_sha256=weights_sha256(model),
-            files={role: sha256_file(staging / FILE_NAMES[role]) for role in roles},
-            exporter=exporter,
-            max_classes=max_classes,
-            versions={"torch": torch.__version__, "onnx": onnx.__version__, "synseg": _synseg_version()},
-            parity=errors,
-            source_checkpoint=_checkpoint_sha256(source_checkpoint),
-            text=text_meta,
-        )
-        (staging / METADATA_NAME).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
-        _replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with _staged_folder(target) as staging, tqdm(total=steps, desc="export", unit="step", disable=not progress) as bar:
+            parity = _export_image_and_decoder(model, staging, size, opset, exporter, check, bar)
+            roles = [IMAGE_ENCODER, DECODER]
+            text_meta = None
+            if text_encoder:
+                bar.set_postfix_str("text encoder")
+                context = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
+                (staging / FILE_NAMES[TOKENIZER]).write_text(tokenizer_json(model.text_encoder.tokenizer))
+                text_meta = TextExport(context_length=context, templates=_template_patterns())
+                roles += [TEXT_ENCODER, TOKENIZER]
+                bar.update()
+            if precision != "fp32":
+                bar.set_postfix_str(precision)
+                _convert(staging, roles, precision)
+                bar.update()
+            meta = ExportMetadata(
+                backbone=model.config.clip_model,
+                config=model.config.to_dict(),
+                input_size=size,
+                patch_size=patch,
+                vision_width=model.image_encoder.width,
+                text_dim=model.text_dim,
+                extract_layers=tuple(model.config.extract_layers),
+                preprocessing={
+                    "resize": "bilinear to input_size, aspect ratio not kept (cv2.INTER_LINEAR)",
+                    "scale": 1 / 255,
+                    "mean": list(model.config.mean),
+                    "std": list(model.config.std),
+                    "channels": "RGB",
+                    "layout": "NCHW float32",
+                },
+                opset=opset,
+                precision=precision,
+                weights_sha256=weights_sha256(model),
+                files={role: sha256_file(staging / FILE_NAMES[role]) for role in roles},
+                exporter=exporter,
+                max_classes=max_classes,
+                versions=_versions(),
+                parity=parity,
+                source_checkpoint=_checkpoint_sha256(source_checkpoint),
+                text=text_meta,
+            )
+            (staging / METADATA_NAME).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
     finally:
-        bar.close()
         model.train(was_training)
     log.info("exported %s (%dx%d, %s) to %s", model.config.clip_model, size[0], size[1], precision, target)
     return meta
 
 
-def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> torch.Tensor:
+def _export_image_and_decoder(
+    model: SynSeg, folder: Path, size: tuple[int, int], opset: int, exporter: str, check: bool, bar: tqdm
+) -> dict[str, float]:
+    """Write image_encoder.onnx and decoder.onnx into ``folder``; with ``check`` returns their parity errors."""
+    # Examples of size >= 2 on every dynamic axis: the dynamo exporter would specialise a size-1 axis.
+    generator = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    pixels = torch.randn(2, 3, *size, generator=generator).to(device)
+    text = F.normalize(torch.randn(2, model.text_dim, generator=generator), dim=-1).to(device)
+    with torch.no_grad():
+        # An eager pass first: it also caches the positional embedding for this grid as a real tensor,
+        # so the graph carries it as a constant instead of a bicubic resize.
+        features = model.encode_image(pixels)
+        logits = model.decode(features, text).logits
+    names = [f"act{i}" for i in range(len(features.activations))]
+    batch_axis = {0: "batch"}
+    image_path, decoder_path = folder / FILE_NAMES[IMAGE_ENCODER], folder / FILE_NAMES[DECODER]
+    bar.set_postfix_str("image encoder")
+    _export_graph(
+        ImageEncoderGraph(model), (pixels,), image_path, [PIXELS], names,
+        {PIXELS: batch_axis, **{n: batch_axis for n in names}}, opset, exporter,
+    )
+    bar.update()
+    bar.set_postfix_str("decoder")
+    _export_graph(
+        DecoderGraph(model, features.grid), (*features.activations, text), decoder_path, [*names, TEXT], [LOGITS],
+        {**{n: batch_axis for n in names}, TEXT: {0: "classes"}, LOGITS: {0: "batch", 1: "classes"}}, opset, exporter,
+    )
+    bar.update()
+    if not check:
+        return {}
+    activations = {n: a.cpu().numpy() for n, a in zip(names, features.activations, strict=True)}
+    return {
+        IMAGE_ENCODER: _check_parity(image_path, {PIXELS: pixels.cpu().numpy()}, features.activations),
+        DECODER: _check_parity(decoder_path, activations | {TEXT: text.cpu().numpy()}, [logits]),
+    }
+
+
+def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> int:
+    """Write text_encoder.onnx; returns the tokenizer's context length."""
     encoder = model.text_encoder
     prompts = [template("word") for template in get_templates("single")] * 2
     tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1).to(encoder.token_embedding.weight.device)
@@ -384,7 +412,7 @@ def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, c
         with torch.no_grad():
             expected = TextEncoderGraph(encoder)(tokens)
         _check_parity(path, {TOKENS: tokens.cpu().numpy()}, [expected])
-    return tokens
+    return int(tokens.shape[-1])
 
 
 def convert_export(source: str | Path, out_dir: str | Path, precision: str) -> ExportMetadata:
@@ -396,20 +424,13 @@ def convert_export(source: str | Path, out_dir: str | Path, precision: str) -> E
     if meta.precision != "fp32":
         raise ExportError(f"{source}: is a {meta.precision} export; convert from an fp32 one")
     target = Path(out_dir)
-    _check_replaceable(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with _staged_folder(target) as staging:
         for role in meta.files:
             shutil.copyfile(source / FILE_NAMES[role], staging / FILE_NAMES[role])
         _convert(staging, list(meta.files), precision)
         files = {role: sha256_file(staging / FILE_NAMES[role]) for role in meta.files}
-        converted = dataclasses.replace(meta, precision=precision, files=files)
+        converted = dataclasses.replace(meta, precision=precision, files=files, versions=_versions())
         (staging / METADATA_NAME).write_text(json.dumps(converted.to_dict(), indent=2) + "\n")
-        _replace_dir(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("converted %s to %s in %s", source, precision, target)
     return converted
 
@@ -420,10 +441,12 @@ def _checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
     return sha256_file(resolve_checkpoint(checkpoint) / WEIGHTS_NAME)
 
 
-def _synseg_version() -> str:
+def _versions() -> dict[str, str]:
+    import onnx
+
     from synseg_core import __version__
 
-    return __version__
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "synseg": __version__}
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -463,7 +486,7 @@ def export_checkpoint(
     with tempfile.TemporaryDirectory(prefix=".fp32-", dir=targets[0].parent.parent) as scratch:
         source = targets[precisions.index("fp32")] if "fp32" in precisions else Path(scratch) / "fp32"
         export_onnx(model, source, input_size=size, precision="fp32", source_checkpoint=directory, **options)
-        for precision, target in zip(precisions, targets):
+        for precision, target in zip(precisions, targets, strict=True):
             if precision != "fp32":
                 convert_export(source, target, precision)
     return targets

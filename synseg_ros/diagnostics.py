@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+
 class RateMeter:
     """Events per second over the last `window_s` seconds."""
 

@@ -58,11 +58,11 @@ class LabelMap:
 
     def with_words(self, words: Sequence[str]) -> LabelMap:
         """The map for a new vocabulary; `self` when it maps the same ids to the same words."""
-        kept = dict(zip(self.words, self.ids))
+        kept = dict(zip(self.words, self.ids, strict=True))
         taken = {kept[word] for word in words if word in kept}
         free = (i for i in range(MAX_IDS) if i not in taken)
         ids = tuple(kept[word] if word in kept else next(free) for word in words)
-        if dict(zip(words, ids)) == kept:
+        if dict(zip(words, ids, strict=True)) == kept:
             return self
         return LabelMap(tuple(words), ids, self.version + 1)
 
@@ -86,4 +86,4 @@ class LabelMap:
 
     def classes(self) -> list[tuple[int, str, tuple[int, int, int]]]:
         """(id, word, RGB colour) for every word, by id."""
-        return sorted((i, word, colour_for(word)) for i, word in zip(self.ids, self.words))
+        return sorted((i, word, colour_for(word)) for i, word in zip(self.ids, self.words, strict=True))

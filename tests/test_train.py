@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import logging
+import io
 import math
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -196,6 +198,45 @@ def test_manifest_without_usable_samples_fails_with_a_message(tmp_path, caplog):
 def test_missing_data_setting_explains_what_to_set(tmp_path, caplog):
     assert main(["--config", str(TINY), "--out", str(tmp_path / "run"), *QUICK]) == 1
     assert "set data.train" in caplog.text
+
+
+def write_shards(scenes: Path, out: Path, shards: int, corrupt: str | None = None) -> str:
+    """The scenes as img2dataset-style tar shards (key.png, key.txt, key.json); ``corrupt`` names a key whose image is garbage."""
+    out.mkdir()
+    entries = [json.loads(line) for line in (scenes / "captions.jsonl").read_text().splitlines()]
+    for index in range(shards):
+        with tarfile.open(out / f"{index:03d}.tar", "w") as tar:
+            for number, entry in enumerate(entries[index::shards]):
+                key = f"{index:03d}{number:03d}"
+                image = b"garbage" if key == corrupt else (scenes / entry["image"]).read_bytes()
+                files = {"png": image, "txt": entry["caption"].encode(), "json": json.dumps({"categories": entry["categories"]}).encode()}
+                for extension, data in files.items():
+                    info = tarfile.TarInfo(f"{key}.{extension}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return str(out / f"{{000..{shards - 1:03d}}}.tar")
+
+
+def test_shards_train_and_a_corrupt_sample_inside_one_is_skipped_and_named(tmp_path, scenes, caplog):
+    pattern = write_shards(scenes, tmp_path / "shards", shards=2, corrupt="001002")
+    with caplog.at_level(logging.WARNING):
+        train(quick_config(pattern, "train.steps=3", "train.log_every=3"), tmp_path / "run")
+    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert final["images_seen"] == 11 and final["bad_samples"] == 1  # one epoch: 4 + 4 + the 3 good images left
+    assert "001.tar/001002" in caplog.text and "corrupt_image" in caplog.text
+
+
+def test_missing_shard_fails_with_a_message_naming_it(tmp_path, scenes, caplog):
+    pattern = write_shards(scenes, tmp_path / "shards", shards=2)
+    (tmp_path / "shards" / "001.tar").unlink()
+    assert main(["--config", str(TINY), f"data.train={pattern}", "--out", str(tmp_path / "run"), *QUICK]) == 1
+    assert f"shard {tmp_path / 'shards' / '001.tar'} does not exist" in caplog.text
+
+
+def test_too_few_shards_for_the_data_workers_is_explained(tmp_path, scenes, caplog):
+    pattern = write_shards(scenes, tmp_path / "shards", shards=1)
+    assert main(["--config", str(TINY), f"data.train={pattern}", "data.num_workers=2", "--out", str(tmp_path / "run"), *QUICK]) == 1
+    assert "1 shards cannot feed 1 rank(s) x 2 data worker(s)" in caplog.text
 
 
 # --- the baseline objective --------------------------------------------------------------------------

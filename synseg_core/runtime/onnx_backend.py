@@ -322,7 +322,7 @@ class OnnxBackend(Backend):
     def decode(self, activations: list[Any], text: np.ndarray) -> np.ndarray:
         """activations of ``encode_image`` + text [K, T] -> logits [B, K, H, W]."""
         binding = self._decoder.io_binding()
-        for name, value in zip(self.meta.activation_names, activations):
+        for name, value in zip(self.meta.activation_names, activations, strict=True):
             binding.bind_ortvalue_input(name, value)
         binding.bind_cpu_input(TEXT, np.ascontiguousarray(text))
         binding.bind_output(LOGITS)

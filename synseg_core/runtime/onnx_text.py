@@ -24,9 +24,9 @@ from synseg_core.runtime.onnx_backend import (
     TOKENIZER,
     TOKENS,
     ExportError,
-    select_providers,
     create_session,
     read_export,
+    select_providers,
 )
 
 #: prompts per text-encoder call; bounds memory for long vocabularies x 80-template sets
@@ -69,7 +69,7 @@ class ClipTokenizer:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch([clean_text(t) for t in texts], add_special_tokens=False)
         tokens = np.zeros((len(texts), self.context_length), dtype=np.int64)
-        for row, encoding in zip(tokens, encodings):
+        for row, encoding in zip(tokens, encodings, strict=True):
             ids = [self.sot, *encoding.ids, self.eot][: self.context_length]
             ids[-1] = self.eot
             row[: len(ids)] = ids
@@ -122,7 +122,7 @@ class OnnxTextEmbedder:
         if missing:
             fresh = self.embed(missing, template_set)
             with self._lock:
-                for word, embedding in zip(missing, fresh):
+                for word, embedding in zip(missing, fresh, strict=True):
                     self._cache[(template_set, word)] = embedding
                 while len(self._cache) > self.max_entries:
                     self._cache.popitem(last=False)

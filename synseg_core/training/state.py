@@ -5,7 +5,7 @@ Layout under ``RUN_DIR/checkpoints/``::
     step_000500/            one checkpoint (a directory renamed into place only once complete)
       config.json           }  the model, as ``save_model`` writes it (loadable by ``load_model``)
       model.safetensors     }
-      optimizer.pt          optimiser, LR scheduler and GradScaler state (torch.save; read with weights_only=True)
+      optimizer.pt          AdamW and GradScaler state (torch.save; read with weights_only=True)
       trainer_state.json    step, data-stream position, counters
       train_config.yaml     the training config that produced it
     latest                  the name of the newest complete checkpoint (replaced atomically)
@@ -77,7 +77,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step_<step>/`` atomically, point ``latest`` at it, prune to the newest ``keep``.
 
-    training: state dicts ``{"optimizer", "scheduler", "scaler"}`` (scaler may be None).
+    training: state dicts ``{"optimizer", "scaler"}`` (the LR is a function of the step, not state).
     trainer_state: JSON-serialisable (step, data position, counters).
     """
     root = run_dir / CHECKPOINTS
@@ -115,7 +115,7 @@ def remove_temporaries(run_dir: Path) -> None:
 
 
 def read_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(model tensors, optimiser/scheduler/scaler state, trainer state) of one checkpoint; CheckpointError if unreadable."""
+    """(model tensors, optimiser/scaler state, trainer state) of one checkpoint; CheckpointError if unreadable."""
     tensors = read_safetensors(directory / WEIGHTS_NAME)
     state_file = directory / STATE_NAME
     try:

@@ -8,6 +8,7 @@ One step (per rank, on ``batch_size / world_size`` images):
    single_infonce: embed each caption;
 3. decode every (image, category) pair, pool synergy features (FSS), compute the loss terms;
 4. AdamW step on the trainable parameters only, with warm-up + cosine LR and gradient clipping.
+   The LR is a function of the step alone, so a resumed or extended run needs no scheduler state.
 
 Data parallelism is provably the same optimisation as one process on the global
 batch: every loss term is a mean over images, so each rank scales its local mean
@@ -258,10 +259,8 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
     amp_dtype = torch.float16 if spec.amp == "fp16" else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and spec.amp == "fp16")
     optimizer = build_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     if training_state is not None:
         optimizer.load_state_dict(training_state["optimizer"])
-        scheduler.load_state_dict(training_state["scheduler"])
         scaler.load_state_dict(training_state["scaler"])
 
     head: nn.Module = TrainableHead(model)
@@ -298,7 +297,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
     def checkpoint_now(step: int) -> None:
         states = dist.gather_objects(loader.state_dict())
         if dist.is_main:
-            training = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+            training = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
             state = {"data": {"world_size": dist.world_size, "ranks": states}, "images_seen": images_seen,
                      "elapsed_s": elapsed + time.perf_counter() - window_start}
             path = save_checkpoint(run_dir, step, model, training, state, config.to_yaml(), spec.keep_checkpoints)
@@ -307,6 +306,9 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
     for step in range(start_step, spec.steps):
         batch = next(batches)
         seed_step(spec.seed, step, dist.rank)
+        lr = config.optim.lr * lr_factor(step, config)  # a pure function of the step: nothing to save, and
+        for group in optimizer.param_groups:           # extending a run (--resume train.steps=N) re-plans it
+            group["lr"] = lr
         images = batch.images.to(device, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
         with autocast:
@@ -326,7 +328,6 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, spec.grad_clip if spec.grad_clip > 0 else float("inf"))
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
 
         done = step + 1
         images_seen += int(total[-2])
@@ -337,7 +338,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
             values = {n: float(weighted[i] / total[i]) if total[i] > 0 else 0.0 for i, n in enumerate(names)}
             now = time.perf_counter()
             record = {
-                "step": done, "epoch": loader.epoch, "lr": scheduler.get_last_lr()[0],
+                "step": done, "epoch": loader.epoch, "lr": lr,
                 "loss": sum(v for n, v in values.items() if n.startswith("loss")), **values,
                 "grad_norm": float(grad_norm), "images_per_s": window_images / max(now - window_start, 1e-9),
                 "images_seen": images_seen, "bad_samples": int(total[-1]),

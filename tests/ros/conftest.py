@@ -7,66 +7,41 @@ real DDS from a probe node in this process.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
-import signal
-import subprocess
 import sys
-import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-PREFIX = Path(os.environ.get("SYNSEG_ROS_PREFIX", REPO / ".ros_interfaces"))
-SITE = PREFIX / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
-
 pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed: see docs/ROS.md")
-if not (SITE / "synseg_ros" / "msg").is_dir():
-    pytest.exit(f"synseg_ros interfaces are not built in {PREFIX}: run scripts/build_ros_interfaces.sh", 2)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-# A private domain per test session (parallel runs on one machine must not hear each other) and no
-# traffic beyond this host.
-os.environ["ROS_DOMAIN_ID"] = str(100 + os.getpid() % 100)
-os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+from synseg_ros.testing import DEFAULT_PREFIX, NodeProcess, Probe, latched_qos, use_interfaces, wait_until_ready  # noqa: E402
+
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
-    p for p in (str(PREFIX / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p
-)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (str(REPO), str(SITE), os.environ.get("PYTHONPATH")) if p
-)
-os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join(
-    p for p in (str(PREFIX), sys.prefix, os.environ.get("AMENT_PREFIX_PATH")) if p
-)
-for entry in (str(SITE), str(REPO)):
-    if entry not in sys.path:
-        sys.path.insert(0, entry)
-# rclpy finds type support libraries by name through the LD_LIBRARY_PATH this process started with;
-# loading them by path first makes those lookups succeed here (the node process gets the variable).
-for library in sorted((PREFIX / "lib").glob("libsynseg_ros__*" + sysconfig.get_config_var("SHLIB_SUFFIX"))):
-    ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+try:
+    # A domain per test session, so parallel runs on one machine do not hear each other.
+    use_interfaces(Path(os.environ.get("SYNSEG_ROS_PREFIX", DEFAULT_PREFIX)), domain_id=100 + os.getpid() % 100)
+except FileNotFoundError as missing:
+    pytest.exit(str(missing), 2)
 
 import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import SetParametersResult  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import get_parameter_value, parameter_value_to_python  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-STARTUP_TIMEOUT_S = 90.0
+LATCHED = latched_qos()
+STARTUP_TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -77,81 +52,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tiny_model")
     save_model(create_model("tiny", seed=0), directory)
     return directory
-
-
-class NodeProcess:
-    """`python -m synseg_ros.node` in its own process, stopped (never orphaned) at teardown."""
-
-    def __init__(self, name: str, parameters: dict[str, str], remaps: dict[str, str], log: Path) -> None:
-        args = [sys.executable, "-m", "synseg_ros.node", "--ros-args", "-r", f"__node:={name}"]
-        for key, value in parameters.items():
-            args += ["-p", f"{key}:={value}"]
-        for source, target in remaps.items():
-            args += ["-r", f"{source}:={target}"]
-        self.name = name
-        self.log_path = log
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(
-            args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def rss_kib(self) -> int:
-        """Resident memory of the node's process (the bootstrapper execs in place: same pid)."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
-
-
-class Probe:
-    """The test's side of the wire: a node in this process with helpers to publish and wait."""
-
-    def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = Node("synseg_test_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
-
-    def collect(self, msg_type: Any, topic: str, qos: QoSProfile | int = 10) -> list[Any]:
-        """Subscribe and return the list that received messages are appended to."""
-        received: list[Any] = []
-        self.node.create_subscription(msg_type, topic, received.append, qos)
-        return received
-
-    def spin_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            self.executor.spin_once(timeout_sec=0.05)
-
-    def spin_for(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=0.05)
-
-
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @pytest.fixture(scope="session")
@@ -177,27 +77,12 @@ def start_node(
     return NodeProcess(name, params, remaps, log)
 
 
-def wait_until_ready(probe: Probe, node: NodeProcess) -> list[Any]:
-    """Wait for the node's latched label_info (published once the model is loaded); return the list."""
-    from synseg_ros.msg import LabelInfo
-
-    label_info = probe.collect(LabelInfo, f"/{node.name}/label_info", LATCHED)
-
-    def ready() -> bool:
-        if node.process.poll() is not None:
-            raise AssertionError(f"node exited with {node.process.returncode}:\n{node.log}")
-        return bool(label_info)
-
-    probe.spin_until(ready, STARTUP_TIMEOUT_S, f"{node.name} to start")
-    return label_info
-
-
 @pytest.fixture(scope="session")
 def synseg(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, probe: Probe) -> Iterator[NodeProcess]:
     """The node under test, in its own process, ready (model loaded)."""
     node = start_node(tmp_path_factory, model_dir, "synseg")
     try:
-        wait_until_ready(probe, node)
+        wait_until_ready(probe, node, STARTUP_TIMEOUT_S)
         yield node
     finally:
         node.stop()
@@ -244,7 +129,7 @@ class SynsegClient:
         self.images = probe.node.create_publisher(image_type, image_topic, image_qos)
         self.parameters = AsyncParameterClient(probe.node, f"/{name}")
         self.segment_service = probe.node.create_client(Segment, f"/{name}/segment")
-        probe.spin_until(lambda: self.images.get_subscription_count() > 0, 20, f"{name} to subscribe")
+        probe.spin_until(lambda: self.images.get_subscription_count() > 0, STARTUP_TIMEOUT_S, f"{name} to subscribe")
 
     def send(self, msg: Any, timeout: float = 30.0) -> SimpleNamespace:
         """Publish `msg` (again every second: best-effort DDS may lose large images) until the

@@ -38,7 +38,7 @@ def test_a_new_map_numbers_words_in_order():
 def test_words_that_stay_keep_their_id_and_new_words_fill_the_lowest_free_ids():
     before = LabelMap.create(["door", "chair", "table"])
     after = before.with_words(["lamp", "table", "window", "chair"])
-    assert dict(zip(after.words, after.ids)) == {"lamp": 0, "table": 2, "window": 3, "chair": 1}
+    assert dict(zip(after.words, after.ids, strict=True)) == {"lamp": 0, "table": 2, "window": 3, "chair": 1}
     assert after.version == 2
 
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import SynsegClient, image_msg, make_rgb, next_header, values_of
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
+from synseg_ros.srv import Segment
 
 from synseg_ros.node import MESSAGES
-from synseg_ros.srv import Segment
 
 RGB = make_rgb(48, 64)
 
@@ -163,6 +163,18 @@ def test_read_only_parameters_are_rejected_with_a_reason(client):
     assert not result.successful
     assert "read-only" in result.reason
     assert client.get("backend") == "torch"
+
+
+def test_parameters_are_described_with_ranges_choices_and_read_only_flags(client):
+    names = ["vocabulary", "threshold", "backend", "max_vocabulary_size"]
+    described = client._call(client.parameters.describe_parameters(names)).descriptors
+    descriptors = {d.name: d for d in described}
+    assert descriptors["vocabulary"].dynamic_typing and not descriptors["vocabulary"].read_only
+    threshold = descriptors["threshold"].floating_point_range[0]
+    assert (threshold.from_value, threshold.to_value) == (0.0, 1.0)
+    assert descriptors["backend"].read_only
+    assert "One of: torch, onnxruntime, tensorrt." in descriptors["backend"].description
+    assert descriptors["max_vocabulary_size"].integer_range[0].to_value == 1024
 
 
 def test_more_than_254_words_give_16_bit_masks(client):

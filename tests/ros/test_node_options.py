@@ -7,35 +7,49 @@ real DDS, which saves a second process start-up.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from conftest import LATCHED, SynsegClient, make_rgb, next_header
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage
-
 from synseg_ros.msg import LabelInfo
+
 from synseg_ros.node import StartupError, SynsegNode
+from synseg_ros.settings import PARAMETERS, Settings
+from synseg_ros.testing import REPO
 
 
-def in_process_node(model_dir: Path, name: str, **parameters: object) -> tuple[SynsegNode, callable]:
+def cli_value(value: object) -> str:
+    """How `-p name:=value` spells a value."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(value) + "]"
+    return str(value)
+
+
+def in_process_node(
+    model_dir: Path, name: str, params_file: Path | None = None, **parameters: object
+) -> tuple[SynsegNode, Callable[[], None]]:
     """A SynsegNode spinning in a thread of this process; returns it and its stop function."""
     context = rclpy.Context()
     rclpy.init(context=context)
-    remaps = [f"{topic}:=/{name}/camera/{topic}" for topic in ("image", "image/compressed", "camera_info")]
-    overrides = {"model_path": str(model_dir), "diagnostics_period": 0.5, **parameters}
+    arguments = ["--ros-args", "-r", f"__node:={name}"]
+    for topic in ("image", "image/compressed", "camera_info"):
+        arguments += ["-r", f"{topic}:=/{name}/camera/{topic}"]
+    if params_file is not None:
+        arguments += ["--params-file", str(params_file)]
+    for key, value in {"model_path": str(model_dir), "diagnostics_period": 0.5, **parameters}.items():
+        arguments += ["-p", f"{key}:={cli_value(value)}"]
     try:
-        node = SynsegNode(
-            context=context,
-            cli_args=["--ros-args", "-r", f"__node:={name}", *sum((["-r", r] for r in remaps), [])],
-            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
-        )
+        node = SynsegNode(context=context, cli_args=arguments)
     except Exception:
         rclpy.shutdown(context=context)
         raise
@@ -103,6 +117,27 @@ def test_label_info_is_latched_for_late_subscribers(compressed, probe):
     late = probe.collect(LabelInfo, "/synseg_compressed/label_info", LATCHED)
     probe.spin_until(lambda: bool(late), 10, "the latched label_info")
     assert [c.name for c in late[-1].classes] == ["person", "chair", "table", "door"]
+
+
+def test_the_params_file_documents_every_parameter_with_its_default():
+    parameters = yaml.safe_load((REPO / "config" / "synseg.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(parameters) == {spec.name for spec in PARAMETERS}
+    defaults = Settings()
+    for name, value in parameters.items():
+        expected = getattr(defaults, name)
+        assert value == (list(expected) if isinstance(expected, tuple) else expected), name
+
+
+def test_the_node_starts_from_the_params_file(model_dir):
+    node, stop = in_process_node(
+        model_dir, "synseg_params", params_file=REPO / "config" / "synseg.yaml", vocabulary=["cup"]
+    )
+    try:
+        assert node.get_parameter("vocabulary").value == ["cup"]
+        assert node.get_parameter("prompt_templates").value == "tcl"
+        assert node.get_parameter("model_path").value == str(model_dir)
+    finally:
+        stop()
 
 
 @pytest.mark.parametrize(

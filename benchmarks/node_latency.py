@@ -1,0 +1,179 @@
+"""Latency of the synseg node end to end, and its overhead over the bare model, at 640x480 on the CPU.
+
+    python benchmarks/node_latency.py --model tiny
+    python benchmarks/node_latency.py --model vit-b-16 --frames 3 --flood-seconds 0
+
+Needs the interfaces built (scripts/build_ros_interfaces.sh). Everything is measured in one run on
+one machine, in this order so that nothing else competes for the CPU:
+1. bare model: `Segmenter.segment` on a 640x480 RGB frame in this process (median of --frames);
+2. paced: the node in its own process gets one frame at a time, the next once the mask is back:
+   input stamp -> mask received here, and the node's own receive -> publish time and per-stage
+   medians (from /diagnostics). Overhead = node receive -> publish - bare model time;
+3. flood: a camera publishing --flood-rate times faster than the model runs, for --flood-seconds:
+   masks per second, frames dropped, latency.
+--model is a preset of `create_model` (random weights, written to a temporary checkpoint) or a
+checkpoint folder. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from synseg_ros.testing import DEFAULT_PREFIX, NodeProcess, Probe, use_interfaces, wait_until_ready  # noqa: E402
+
+HEIGHT, WIDTH = 480, 640
+VOCABULARY = ["door", "chair", "table", "floor"]
+
+
+def checkpoint(model: str, folder: Path) -> Path:
+    from synseg_core import create_model, list_presets, save_model
+
+    if model not in list_presets():
+        return Path(model)
+    save_model(create_model(model, seed=0), folder)
+    return folder
+
+
+def bare_model_seconds(path: Path, rgb: np.ndarray, frames: int) -> list[float]:
+    from synseg_core import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(path, backend="torch", device="cpu")
+    segmenter.segment(rgb, VOCABULARY)  # warm-up: text embeddings, allocations
+    times = []
+    for _ in range(frames):
+        start = time.perf_counter()
+        segmenter.segment(rgb, VOCABULARY)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def now_header(probe: Probe):
+    from std_msgs.msg import Header
+
+    return Header(stamp=probe.node.get_clock().now().to_msg(), frame_id="camera")
+
+
+def seconds_since(probe: Probe, stamp) -> float:
+    return (probe.node.get_clock().now().nanoseconds - (stamp.sec * 1_000_000_000 + stamp.nanosec)) / 1e9
+
+
+def diagnostics_values(probe: Probe, inbox: list, after: float) -> dict[str, str]:
+    """The node's next /diagnostics values published after `after` (time.time())."""
+
+    def fresh():
+        for array in reversed(inbox):
+            if array.header.stamp.sec + array.header.stamp.nanosec / 1e9 > after and array.status:
+                return {kv.key: kv.value for kv in array.status[0].values}
+        return None
+
+    probe.spin_until(lambda: fresh() is not None, 10, "diagnostics")
+    return fresh()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="tiny", help="create_model preset or checkpoint folder")
+    parser.add_argument("--frames", type=int, default=20, help="frames for the bare and paced measurements")
+    parser.add_argument("--flood-seconds", type=float, default=8.0)
+    parser.add_argument("--flood-rate", type=float, default=3.0, help="camera rate as a multiple of the model's")
+    args = parser.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    use_interfaces(Path(os.environ.get("SYNSEG_ROS_PREFIX", DEFAULT_PREFIX)), domain_id=150 + os.getpid() % 50)
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from synseg_ros.node import MESSAGES
+    from synseg_ros.outputs import image_message
+
+    rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as temporary:
+        model = checkpoint(args.model, Path(temporary) / "model")
+        bare = statistics.median(bare_model_seconds(model, rgb, args.frames))
+
+        probe = Probe("synseg_benchmark")
+        # Reliable: this measures the node, not DDS dropping fragments of large best-effort frames.
+        node = NodeProcess(
+            "synseg",
+            {
+                "model_path": str(model),
+                "vocabulary": "[" + ", ".join(VOCABULARY) + "]",
+                "image_reliability": "reliable",
+                "diagnostics_period": "0.5",
+            },
+            {"image": "/benchmark/image"},
+            Path(temporary) / "node.log",
+        )
+        try:
+            wait_until_ready(probe, node)
+            labels = probe.collect(Image, "/synseg/labels")
+            diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+            camera = probe.node.create_publisher(Image, "/benchmark/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+            probe.spin_until(lambda: camera.get_subscription_count() > 0, 60, "the node to subscribe")
+
+            paced = []
+            for index in range(args.frames + 1):
+                msg = image_message(MESSAGES, now_header(probe), rgb, "rgb8")
+                labels.clear()
+                camera.publish(msg)
+                probe.spin_until(lambda m=msg: any(x.header.stamp == m.header.stamp for x in labels), 120, "a mask")
+                if index:  # the first frame warms the node up
+                    paced.append(seconds_since(probe, msg.header.stamp))
+            node_values = diagnostics_values(probe, diagnostics, time.time())
+            rss_paced = node.rss_kib()
+
+            flood = None
+            if args.flood_seconds > 0:
+                before = diagnostics_values(probe, diagnostics, time.time())
+                rate = args.flood_rate / bare
+                latencies, sent, start = [], 0, time.monotonic()
+                labels.clear()
+                while time.monotonic() - start < args.flood_seconds:
+                    camera.publish(image_message(MESSAGES, now_header(probe), rgb, "rgb8"))
+                    sent += 1
+                    next_frame = start + sent / rate
+                    while time.monotonic() < next_frame:
+                        probe.executor.spin_once(timeout_sec=max(0.0, min(0.005, next_frame - time.monotonic())))
+                        while labels:
+                            latencies.append(seconds_since(probe, labels.pop().header.stamp))
+                elapsed = time.monotonic() - start
+                after = diagnostics_values(probe, diagnostics, time.time())
+                dropped = int(after["frames_dropped"]) - int(before["frames_dropped"])
+                flood = (rate, sent / elapsed, len(latencies) / elapsed, dropped, sent, latencies, node.rss_kib())
+        finally:
+            node.stop()
+            probe.close()
+
+    receive_to_publish = float(node_values["latency_receive_to_publish_ms"]) / 1000
+    overhead = receive_to_publish - bare
+    stages = ", ".join(f"{s} {float(node_values[f'latency_{s}_ms']):.1f}" for s in ("convert", "text", "preprocess", "infer", "postprocess", "publish"))
+    print(f"### synseg node, {args.model}, {WIDTH}x{HEIGHT} rgb8, CPU ({os.cpu_count()} cores), {len(VOCABULARY)} words\n")
+    print("| measure | value |\n|---|---|")
+    print(f"| bare model `Segmenter.segment` (median of {args.frames}) | {bare * 1000:.1f} ms |")
+    print(f"| node receive -> publish (median, /diagnostics) | {receive_to_publish * 1000:.1f} ms |")
+    print(f"| node overhead over the bare model | {overhead * 1000:.1f} ms ({100 * overhead / bare:.1f} % of model time) |")
+    print(f"| end to end: input stamp -> mask received, paced (median of {len(paced)}) | {statistics.median(paced) * 1000:.1f} ms |")
+    print(f"| node stages (median ms) | {stages} |")
+    print(f"| node memory after paced run | {rss_paced / 1024:.0f} MiB |")
+    if flood is not None:
+        rate, camera_hz, mask_hz, dropped, sent, latencies, rss = flood
+        print(f"| flood: camera rate | {camera_hz:.1f} Hz ({rate:.1f} Hz asked) |")
+        print(f"| flood: masks published | {mask_hz:.1f} Hz |")
+        print(f"| flood: frames dropped by latest-wins | {dropped} of {sent} |")
+        print(f"| flood: input stamp -> mask received (median / max) | {statistics.median(latencies) * 1000:.1f} / {max(latencies) * 1000:.1f} ms |")
+        print(f"| flood: node memory after | {rss / 1024:.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

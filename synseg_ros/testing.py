@@ -1,0 +1,152 @@
+"""Run a synseg node in its own process and talk to it over DDS: shared by the tests and benchmarks.
+
+With ROS 2 from PyPI the interfaces live in the prefix that scripts/build_ros_interfaces.sh built;
+`use_interfaces` makes them importable in this process and in the processes it starts.
+Import rclpy-dependent modules (synseg_ros.node, synseg_ros.msg) only after calling it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pkgutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PREFIX = REPO / ".ros_interfaces"
+
+
+def interfaces_site(prefix: Path) -> Path:
+    return prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+
+
+def use_interfaces(prefix: Path, domain_id: int) -> None:
+    """Put the built interfaces on this process's paths and environment, on a private DDS domain.
+
+    Children inherit the environment. This process started without the prefix in LD_LIBRARY_PATH,
+    where rclpy looks its type support libraries up by name, so they are loaded by path here first.
+    """
+    site = interfaces_site(prefix)
+    if not (site / "synseg_ros" / "msg").is_dir():
+        raise FileNotFoundError(f"synseg_ros interfaces are not built in {prefix}: run scripts/build_ros_interfaces.sh")
+
+    def prepend(variable: str, *entries: str) -> None:
+        os.environ[variable] = os.pathsep.join(p for p in (*entries, os.environ.get(variable)) if p)
+
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # no traffic beyond this host
+    prepend("LD_LIBRARY_PATH", str(prefix / "lib"))
+    prepend("PYTHONPATH", str(REPO), str(site))
+    prepend("AMENT_PREFIX_PATH", str(prefix), sys.prefix)
+    for entry in (str(site), str(REPO)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    # synseg_ros is imported already (this module is in it): extend its __path__ as its __init__ does.
+    package = sys.modules["synseg_ros"]
+    package.__path__ = pkgutil.extend_path(package.__path__, "synseg_ros")
+    for library in sorted((prefix / "lib").glob("libsynseg_ros__*" + sysconfig.get_config_var("SHLIB_SUFFIX"))):
+        ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+
+
+class NodeProcess:
+    """`python -m synseg_ros.node` in its own process; `stop` never leaves it running."""
+
+    def __init__(self, name: str, parameters: dict[str, str], remaps: dict[str, str], log: Path) -> None:
+        args = [sys.executable, "-m", "synseg_ros.node", "--ros-args", "-r", f"__node:={name}"]
+        for key, value in parameters.items():
+            args += ["-p", f"{key}:={value}"]
+        for source, target in remaps.items():
+            args += ["-r", f"{source}:={target}"]
+        self.name = name
+        self.log_path = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def rss_kib(self) -> int:
+        """Resident memory of the node (the ROS wheels' bootstrapper execs in place: same pid)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError(f"no VmRSS for pid {self.process.pid}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+class Probe:
+    """The other side of the wire: a node in this process, spun by whoever waits."""
+
+    def __init__(self, name: str = "synseg_probe") -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def collect(self, msg_type: Any, topic: str, qos: Any = 10) -> list[Any]:
+        """Subscribe; received messages are appended to the returned list."""
+        received: list[Any] = []
+        self.node.create_subscription(msg_type, topic, received.append, qos)
+        return received
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+
+
+def latched_qos() -> Any:
+    """Reliable + transient-local: what label_info is published with."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def wait_until_ready(probe: Probe, node: NodeProcess, timeout: float = 120.0) -> list[Any]:
+    """Wait for the node's latched label_info, published once its model is loaded; return the inbox."""
+    from synseg_ros.msg import LabelInfo
+
+    label_info = probe.collect(LabelInfo, f"/{node.name}/label_info", latched_qos())
+
+    def ready() -> bool:
+        if node.process.poll() is not None:
+            raise RuntimeError(f"{node.name} exited with {node.process.returncode}:\n{node.log}")
+        return bool(label_info)
+
+    probe.spin_until(ready, timeout, f"{node.name} to start")
+    return label_info
