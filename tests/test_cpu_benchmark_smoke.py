@@ -50,8 +50,10 @@ def test_summary_is_mean_and_sample_standard_deviation_over_seeds():
 def test_results_table_shows_deltas_and_the_paper_direction():
     per_seed = {"synseg": [40.0, 42.0, 44.0], "no_sep": [35.0, 36.0, 37.0], "no_align": [43.0, 43.0, 43.0], "maskclip": [30.0]}
     summary = summarise(per_seed)
-    context = {"command": "python -m benchmarks.cpu_benchmark", "finished": "now", "wall_minutes": 30.0, "total_minutes": 31.0,
-               "cpus": 2, "load_start": 1.0, "load_end": 1.0, "scale": cpu_benchmark.asdict(QUICK),
+    invocations = [{"started": "2026-01-01 10:00 UTC", "minutes": 20.0, "load_start": 1.5, "load_end": 2.5},
+                   {"started": "2026-01-01 11:00 UTC", "minutes": 10.0, "load_start": 0.5, "load_end": 1.0}]
+    context = {"command": "python -m benchmarks.cpu_benchmark", "finished": "now", "wall_minutes": 30.0, "invocations": invocations,
+               "cpus": 2, "scale": cpu_benchmark.asdict(QUICK),
                "stage1": {"loss_first": 4.0, "loss_last": 1.0}, "protocol": "protocol synthetic", "reading": cpu_benchmark.reading(summary)}
     text = results_markdown(summary, per_seed, {k: 50.0 for k in per_seed}, context)
     assert "| SynSeg (MCCL + FSS) | 42.00 ± 2.00 | 3 | 40.00, 42.00, 44.00 | 50.00 |  |" in text
@@ -59,3 +61,4 @@ def test_results_table_shows_deltas_and_the_paper_direction():
     assert "| L_sep | -6.00 (± 1.00) | -2.2 / -3.9 / -2.7 | yes (removing it hurts) |" in text
     assert "| L_align | +1.00 (± 0.00) | -0.4 / -0.7 / -0.4 | no (removing it does not hurt here) |" in text
     assert "- SynSeg beats the training-free MaskCLIP baseline (42.00 vs 30.00, Δ +12.00)." in text
+    assert "Wall time: 30.0 min in 2 invocation(s)" in text and "| 2026-01-01 11:00 UTC | 10.0 | 0.5 | 1.0 |" in text

@@ -1,9 +1,13 @@
 """MaskCLIP baseline: the last block's value path, patch-text cosine maps, shared evaluation."""
+import json
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from synseg_core.baselines.maskclip import MaskCLIPBackend, maskclip_segmenter
+from synseg_core.evaluate import main as evaluate_main
 
 
 def test_dense_features_equal_last_block_attention_restricted_to_each_token_itself(tiny_model):
@@ -41,3 +45,18 @@ def test_maskclip_segments_through_the_shared_segmenter(tiny_model):
     result = segmenter.segment(np.zeros((48, 80, 3), np.uint8), ["cat", "dog", "sky"], threshold=0.0)
     assert segmenter.backend_name == "maskclip"
     assert result.labels.shape == (48, 80) and set(np.unique(result.labels)) <= {0, 1, 2}
+
+
+def test_evaluate_cli_scores_maskclip_on_a_checkpoints_frozen_clip(tiny_checkpoint, tmp_path):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("sky\ncat\n")
+    Image.fromarray(np.full((32, 48, 3), 90, np.uint8)).save(root / "images" / "a.png")
+    Image.fromarray(np.ones((32, 48), np.uint8)).save(root / "masks" / "a.png")
+    code = evaluate_main(["-c", str(tiny_checkpoint), "--method", "maskclip", "--dataset", "folder", "--data-root", str(root),
+                          "--protocol", "synthetic", "--out", str(tmp_path / "out"), "--quiet"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 0
+    assert (results["method"], results["backend"], results["num_images"]) == ("maskclip", "maskclip", 1)
+    assert results["pixel_accuracy"] in (0.0, 100.0)  # a uniform image: one class wins everywhere

@@ -9,9 +9,12 @@ it is scored by exactly the evaluation code SynSeg is scored by.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from synseg_core.model.encoders import ImageEncoder
 from synseg_core.model.synseg import SynSeg
@@ -30,7 +33,7 @@ class MaskCLIPBackend(Backend):
     name = "maskclip"
 
     def __init__(self, model: SynSeg, scale: float = 10.0, offset: float = 0.25, device: str | torch.device = "cpu") -> None:
-        visual = model.image_encoder.visual
+        visual = cast(VisionTransformer, model.image_encoder.visual)
         depth = len(visual.transformer.resblocks)
         if depth < 2:
             raise ValueError("MaskCLIP needs an image tower with at least 2 blocks")
@@ -46,7 +49,7 @@ class MaskCLIPBackend(Backend):
         """images [B, 3, H, W] (normalised) -> L2-normalised patch embeddings [B, T, h, w]."""
         features = self.trunk(images)
         tokens = features.activations[0][:, 1:]  # [B, h*w, width], CLS dropped
-        last = self.visual.transformer.resblocks[-1]
+        last = cast(ResidualAttentionBlock, self.visual.transformer.resblocks[-1])
         width = tokens.shape[-1]
         value_weight = last.attn.in_proj_weight[2 * width :]
         value_bias = last.attn.in_proj_bias[2 * width :] if last.attn.in_proj_bias is not None else None

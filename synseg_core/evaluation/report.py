@@ -36,7 +36,7 @@ def results_dict(evaluation: Evaluation, settings: dict[str, Any]) -> dict[str, 
         "background_class": None if evaluation.background_index is None else evaluation.class_names[evaluation.background_index],
         "miou": _percent(scores.miou),
         "pixel_accuracy": _percent(scores.pixel_accuracy),
-        "per_class_iou": {name: _percent(v) for name, v in zip(evaluation.class_names, scores.iou)},
+        "per_class_iou": {name: _percent(v) for name, v in zip(evaluation.class_names, scores.iou, strict=True)},
         "confusion": evaluation.confusion.tolist(),
     }
 
@@ -45,7 +45,7 @@ def write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 

@@ -24,7 +24,7 @@ def build_loader(source: str, image_size: int, mean: tuple[float, ...], std: tup
         extractor=CategoryExtractor(max_categories, backend=category_backend),
         shuffle=True, seed=seed, rank=rank, world_size=world_size,
     )
-    units, what = (len(dataset.offsets), "records") if isinstance(dataset, JsonlCaptions) else (len(dataset.shards), "shards")
+    units, what = (len(dataset.offsets), "records") if isinstance(dataset, JsonlCaptions) else (len(dataset.shards), "shards")  # type: ignore[attr-defined]
     readers = world_size * max(1, num_workers)
     if units < readers:
         raise ValueError(f"{source}: {units} {what} cannot feed {world_size} rank(s) x {max(1, num_workers)} data worker(s); "

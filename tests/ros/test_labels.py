@@ -49,10 +49,16 @@ def test_the_same_words_in_another_order_are_the_same_map():
 
 def test_label_images_hold_ids_and_255_for_unlabeled():
     label_map = LabelMap.create(["door", "chair", "table"]).with_words(["table", "lamp"])
-    model_labels = np.array([[0, 1, -1]], np.int32)  # indices into ("table", "lamp")
-    encoded = label_map.encode(model_labels)
+    table, lamp = label_map.words.index("table"), label_map.words.index("lamp")
+    encoded = label_map.encode(np.array([[table, lamp, -1]], np.int32))
     assert encoded.dtype == np.uint8
     np.testing.assert_array_equal(encoded, [[2, 0, 255]])
+
+
+def test_label_images_of_contiguous_ids_hold_ids_and_255_for_unlabeled():
+    label_map = LabelMap.create(["door", "chair", "table"]).with_words(["table", "lamp", "door"])
+    assert label_map.words == ("door", "lamp", "table")
+    np.testing.assert_array_equal(label_map.encode(np.array([[2, 1, 0, -1]], np.int32)), [[2, 1, 0, 255]])
 
 
 def test_more_than_254_words_switch_to_16_bit_labels():
