@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -65,21 +66,27 @@ class Row:
     latency_ms: float  # median over repeats
     fps: float  # images per second: batch / latency
     batch: int
-    peak_memory_mb: float | None  # CPU: RSS growth during a run; GPU: torch's peak allocation (None where unknown)
+    peak_memory_mb: float | None  # CPU: RSS growth over "backend loaded" (fresh process); GPU: torch's peak (None: unknown)
     encoder_ms: float | None  # the bare image-encoder forward at this size
 
 
-def median_ms(run: Callable[[], object], warmup: int, repeats: int, sync: Callable[[], None]) -> float:
-    for _ in range(warmup):
-        run()
+def interleaved_medians(
+    jobs: dict[Any, Callable[[], object]], warmup: int, repeats: int, sync: Callable[[], None]
+) -> dict[Any, float]:
+    """Median ms per job. The jobs run round-robin, so a load change on a shared machine hits all of them alike
+    and the ratios between them stay meaningful."""
+    for job in jobs.values():
+        for _ in range(warmup):
+            job()
     sync()
-    times = []
+    times: dict[Any, list[float]] = {key: [] for key in jobs}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for key, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            sync()
+            times[key].append(time.perf_counter() - start)
+    return {key: 1000 * statistics.median(values) for key, values in times.items()}
 
 
 def _rss_mb() -> float:
@@ -87,12 +94,9 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def peak_rss_growth_mb(run: Callable[[], object]) -> float | None:
-    """RSS growth while ``run`` runs, sampled every ms (approximate: allocators keep freed memory)."""
-    if not Path("/proc/self/statm").exists():
-        return None
-    base = _rss_mb()
-    peak = base
+def peak_rss_mb(run: Callable[[], object]) -> float:
+    """The process's peak RSS while ``run`` runs, sampled every millisecond."""
+    peak = _rss_mb()
     done = threading.Event()
 
     def sample() -> None:
@@ -105,7 +109,7 @@ def peak_rss_growth_mb(run: Callable[[], object]) -> float | None:
     run()
     done.set()
     thread.join()
-    return max(peak, _rss_mb()) - base
+    return max(peak, _rss_mb())
 
 
 class CudaGraphBackend(Backend):
@@ -214,17 +218,6 @@ def _sync(device: str) -> Callable[[], None]:
     return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
-def _peak_memory(run: Callable[[], object], device: str, backend: Backend) -> float | None:
-    if not device.startswith("cuda"):
-        return peak_rss_growth_mb(run)
-    if not isinstance(backend, (TorchBackend, CudaGraphBackend)):
-        return None  # onnxruntime/TensorRT allocate outside PyTorch's accounting
-    torch.cuda.reset_peak_memory_stats()
-    run()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
-
-
 def camera_frame() -> np.ndarray:
     """A 640x480 synthetic scene (shapes on textured backgrounds), so the benchmark needs no data."""
     from synseg_core.data.synthetic import generate_scene
@@ -233,46 +226,103 @@ def camera_frame() -> np.ndarray:
     return cv2.resize(scene.image, (CAMERA[1], CAMERA[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def measure_grid(model: SynSeg, args: argparse.Namespace) -> tuple[list[Row], dict[str, dict[str, np.ndarray]]]:
-    """Every backend x size x K; also returns logits at the first size for the agreement check."""
+def _inputs(model: SynSeg, size: tuple[int, int], args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """The camera frame as a batch of ``args.batch`` pixels [B, 3, H, W] and K_max random unit text embeddings."""
+    pixels = np.repeat(preprocess(camera_frame(), size, model.config.mean, model.config.std), args.batch, axis=0)
+    text = np.random.default_rng(0).standard_normal((max(args.classes), model.text_dim)).astype(np.float32)
+    return pixels, text / np.linalg.norm(text, axis=1, keepdims=True)
+
+
+def measure_grid(model: SynSeg, args: argparse.Namespace) -> tuple[list[Row], dict[str, np.ndarray]]:
+    """Every backend x size x K (and the bare encoder); also the K=20 logits at the first size, per backend."""
     rows = []
-    generator = np.random.default_rng(0)
-    text_all = generator.standard_normal((max(args.classes), model.text_dim)).astype(np.float32)
-    text_all /= np.linalg.norm(text_all, axis=1, keepdims=True)
-    frame = camera_frame()
-    agreement: dict[str, dict[str, np.ndarray]] = {}
+    agreement: dict[str, np.ndarray] = {}
     sync = _sync(args.device)
     for size in args.sizes:
-        pixels = np.repeat(preprocess(frame, size, model.config.mean, model.config.std), args.batch, axis=0)
+        pixels, text = _inputs(model, size, args)
         single = pixels[:1]
-        for name in args.backends:
-            log.info("%s at %dx%d", name, *size)
-            backend = make_backend(name, model, size, args)
-            encoder_ms = median_ms(partial(_encoder(backend, model), single), args.warmup, args.repeats, sync)
+        backends = {name: make_backend(name, model, size, args) for name in args.backends}
+        jobs: dict[tuple[str, str | int], Callable[[], object]] = {}
+        for name, backend in backends.items():
+            jobs[name, "encoder"] = partial(_encoder(backend, model), single)
             for classes in args.classes:
-                run = partial(backend.infer, single, text_all[:classes])
-                latency = median_ms(run, args.warmup, args.repeats, sync)
-                fps = 1000 / latency
-                if args.batch > 1 and classes == VOCABULARY_CLASSES:
-                    batched = partial(backend.infer, pixels, text_all[:classes])
-                    fps = args.batch * 1000 / median_ms(batched, args.warmup, args.repeats, sync)
+                jobs[name, classes] = partial(backend.infer, single, text[:classes])
+            if args.batch > 1:
+                jobs[name, "batch"] = partial(backend.infer, pixels, text[:VOCABULARY_CLASSES])
+        log.info("timing %s at %dx%d, K=%s", ", ".join(backends), *size, args.classes)
+        times = interleaved_medians(jobs, args.warmup, args.repeats, sync)
+        for name, backend in backends.items():
+            memory = _memory(name, backend, jobs, size, args)
+            for classes in args.classes:
+                batched = args.batch > 1 and classes == VOCABULARY_CLASSES
+                fps = args.batch * 1000 / times[name, "batch"] if batched else 1000 / times[name, classes]
                 rows.append(Row(
-                    backend=name, device=args.device, precision=backend.precision, size=f"{size[0]}x{size[1]}", classes=classes,
-                    latency_ms=round(latency, 2), fps=round(fps, 2), batch=args.batch if classes == VOCABULARY_CLASSES else 1,
-                    peak_memory_mb=_round(_peak_memory(run, args.device, backend)), encoder_ms=round(encoder_ms, 2),
+                    backend=name, device=args.device, precision=backend.precision, size=f"{size[0]}x{size[1]}",
+                    classes=classes, latency_ms=round(times[name, classes], 2), fps=round(fps, 2),
+                    batch=args.batch if batched else 1, peak_memory_mb=_round(memory.get(classes)),
+                    encoder_ms=round(times[name, "encoder"], 2),
                 ))
-                log.info("  K=%d: %.1f ms (encoder %.1f ms)", classes, latency, encoder_ms)
+                log.info("  %s K=%d: %.1f ms (encoder %.1f ms)", name, classes, times[name, classes], times[name, "encoder"])
             if size == args.sizes[0] and VOCABULARY_CLASSES <= max(args.classes):
-                agreement[name] = {"logits": backend.infer(single, text_all[:VOCABULARY_CLASSES])}
+                agreement[name] = backend.infer(single, text[:VOCABULARY_CLASSES])
+        for backend in backends.values():
             backend.close()
     return rows, agreement
+
+
+def _memory(
+    name: str, backend: Backend, jobs: dict[tuple[str, str | int], Callable[[], object]], size: tuple[int, int], args: argparse.Namespace
+) -> dict[int, float]:
+    """Peak memory per K: PyTorch's CUDA peak in this process, or CPU RSS growth in a fresh one."""
+    if not args.memory:
+        return {}
+    if not args.device.startswith("cuda"):
+        return _memory_in_subprocess(name, size, args)
+    if not isinstance(backend, (TorchBackend, CudaGraphBackend)):
+        return {}  # onnxruntime/TensorRT allocate outside PyTorch's accounting
+    peaks = {}
+    for classes in args.classes:
+        torch.cuda.reset_peak_memory_stats()
+        jobs[name, classes]()
+        torch.cuda.synchronize()
+        peaks[classes] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
+
+
+def _memory_in_subprocess(name: str, size: tuple[int, int], args: argparse.Namespace) -> dict[int, float]:
+    """CPU memory of one backend, measured in a fresh process so no other backend's freed memory is reused."""
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--memory-probe", name, "--sizes", f"{size[0]}x{size[1]}",
+        "--classes", ",".join(str(k) for k in args.classes), "--threads", str(args.threads), "--exporter", args.exporter,
+        "--work-dir", str(args.work_dir), "--preset", args.preset, *(f"--set={item}" for item in args.set),
+    ]
+    if args.checkpoint:
+        command += ["--checkpoint", str(args.checkpoint)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        log.warning("memory probe of %s failed: %s", name, result.stderr.strip().splitlines()[-1:])
+        return {}
+    return {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+
+
+def memory_probe(model: SynSeg, args: argparse.Namespace) -> dict[int, float]:
+    """RSS growth above 'backend loaded' while it runs K ascending: the working memory of each vocabulary size."""
+    size = args.sizes[0]
+    pixels, text = _inputs(model, size, args)
+    backend = make_backend(args.memory_probe, model, size, args)
+    base = peak = _rss_mb()
+    growth = {}
+    for classes in args.classes:
+        peak = max(peak, peak_rss_mb(partial(backend.infer, pixels[:1], text[:classes])))
+        growth[classes] = peak - base
+    return growth
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def label_agreement(agreement: dict[str, dict[str, np.ndarray]]) -> dict[str, float]:
+def label_agreement(agreement: dict[str, np.ndarray]) -> dict[str, float]:
     """Share of pixels whose label (argmax, threshold 0.5) equals the FP32 reference's, per other backend."""
     reference_name = "torch" if "torch" in agreement else "onnxruntime"
     if reference_name not in agreement:
@@ -281,10 +331,10 @@ def label_agreement(agreement: dict[str, dict[str, np.ndarray]]) -> dict[str, fl
     def labels(logits: np.ndarray) -> np.ndarray:
         return labels_from_maps(sigmoid(logits[0]), 0.5)[0]
 
-    reference = labels(agreement[reference_name]["logits"])
+    reference = labels(agreement[reference_name])
     return {
-        f"{name} vs {reference_name}": round(float((labels(values["logits"]) == reference).mean()), 5)
-        for name, values in agreement.items() if name != reference_name
+        f"{name} vs {reference_name}": round(float((labels(logits) == reference).mean()), 5)
+        for name, logits in agreement.items() if name != reference_name
     }
 
 
@@ -292,7 +342,6 @@ def vocabulary_timing(model: SynSeg, args: argparse.Namespace) -> dict[str, dict
     """ms to embed a new 20-word vocabulary: cold (cache cleared) and warm, per text tower."""
     words = list(VOCABULARY[:VOCABULARY_CLASSES])
     template_set = model.config.prompt_set
-    results = {}
     embedders: dict[str, tuple[Callable[[Sequence[str], str], np.ndarray], Callable[[], None]]] = {
         f"torch ({args.device})": (torch_text_embedder(model), model.text_encoder.cache.clear),
     }
@@ -302,18 +351,19 @@ def vocabulary_timing(model: SynSeg, args: argparse.Namespace) -> dict[str, dict
 
         onnx_embedder = OnnxTextEmbedder(export_dir, threads=args.threads)
         embedders["onnxruntime (cpu)"] = (onnx_embedder, onnx_embedder.clear)
-    sync = _sync(args.device)
+    jobs: dict[tuple[str, str], Callable[[], object]] = {}
     for name, (embed, clear) in embedders.items():
-        warm = partial(embed, words, template_set)
-        results[name] = {
-            "cold_ms": round(median_ms(partial(_cold, clear, warm), 1, args.repeats, sync), 2),
-            "warm_ms": round(median_ms(warm, 1, args.repeats, sync), 3),
-            "prompts": len(words) * _templates(template_set),
-        }
-    return results
+        jobs[name, "warm"] = partial(embed, words, template_set)
+        jobs[name, "cold"] = partial(_cold, clear, jobs[name, "warm"])
+    times = interleaved_medians(jobs, 1, args.repeats, _sync(args.device))
+    prompts = len(words) * _templates(template_set)
+    return {
+        name: {"cold_ms": round(times[name, "cold"], 2), "warm_ms": round(times[name, "warm"], 3), "prompts": prompts}
+        for name in embedders
+    }
 
 
-def _cold(clear: Callable[[], None], embed: Callable[[], np.ndarray]) -> np.ndarray:
+def _cold(clear: Callable[[], None], embed: Callable[[], object]) -> object:
     clear()
     return embed()
 
@@ -329,20 +379,22 @@ def end_to_end(model: SynSeg, args: argparse.Namespace) -> dict[str, dict[str, f
     size = max((s for s in args.sizes if s[0] == s[1]), default=args.sizes[0])
     frame = camera_frame()
     words = list(VOCABULARY[:VOCABULARY_CLASSES])
-    results = {}
-    for name in args.backends:
-        segmenter = Segmenter(make_backend(name, model, size, args), torch_text_embedder(model), model.config, input_size=size)
-        stages: dict[str, list[float]] = {}
-        for index in range(args.warmup + args.repeats):
+    segmenters = {
+        f"{name} {size[0]}x{size[1]}": Segmenter(make_backend(name, model, size, args), torch_text_embedder(model), model.config, input_size=size)
+        for name in args.backends
+    }
+    stages: dict[str, dict[str, list[float]]] = {name: {} for name in segmenters}
+    for index in range(args.warmup + args.repeats):
+        for name, segmenter in segmenters.items():  # round-robin, as in interleaved_medians
             start = time.perf_counter()
             segmenter.segment(frame, words)
             total = time.perf_counter() - start
             if index >= args.warmup:
                 for stage, seconds in {**segmenter.timings, "total": total}.items():
-                    stages.setdefault(stage, []).append(seconds)
-        results[f"{name} {size[0]}x{size[1]}"] = {stage: round(1000 * statistics.median(v), 2) for stage, v in stages.items()}
+                    stages[name].setdefault(stage, []).append(seconds)
+    for segmenter in segmenters.values():
         segmenter.backend.close()
-    return results
+    return {name: {stage: round(1000 * statistics.median(v), 2) for stage, v in values.items()} for name, values in stages.items()}
 
 
 def ratios(rows: list[Row], device: str) -> dict[str, Any]:
@@ -367,6 +419,18 @@ def ratios(rows: list[Row], device: str) -> dict[str, Any]:
     return out
 
 
+def weights_mb(model: SynSeg, args: argparse.Namespace) -> dict[str, float]:
+    """Size of what each backend loads: PyTorch parameters (all towers), or the two ONNX graphs of the first size."""
+    sizes = {"torch (fp32 parameters, incl. text tower)": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20}
+    first = args.sizes[0]
+    for precision in ("fp32", "int8", "fp16"):
+        folder = args.work_dir / f"{first[0]}x{first[1]}_{precision}"
+        graphs = [folder / "image_encoder.onnx", folder / "decoder.onnx"]
+        if all(g.is_file() for g in graphs):
+            sizes[f"onnx {precision} (image encoder + decoder)"] = sum(g.stat().st_size for g in graphs) / 2**20
+    return {name: round(mb, 1) for name, mb in sizes.items()}
+
+
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     import onnxruntime
 
@@ -388,7 +452,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Model: {env['model']}; device {env['device']}; {env['threads']} threads; torch {env['torch']}, "
         f"onnxruntime {env['onnxruntime']}; median of {env['repeats']} runs after {env['warmup']} warm-up; {env['date']}.",
         "",
-        "| backend | precision | input | K | latency ms | frames/s | peak memory MB | encoder ms |",
+        "| backend | precision | input | K | latency ms | frames/s | working memory MB | encoder ms |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
@@ -412,6 +476,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [f"- {k}: cold {v['cold_ms']} ms ({v['prompts']} prompts), warm {v['warm_ms']} ms" for k, v in report["vocabulary"].items()]
     lines += ["", "End-to-end Segmenter.segment of a 640x480 frame, K = 20 (ms, medians):", ""]
     lines += [f"- {k}: " + ", ".join(f"{stage} {ms}" for stage, ms in v.items()) for k, v in report["end_to_end"].items()]
+    lines += ["", "Weights loaded (MB): " + ", ".join(f"{k} {v}" for k, v in report["weights_mb"].items()) + "."]
     if report["label_agreement"]:
         lines += ["", "Label agreement with FP32 (same frame, K = 20, first input size):", ""]
         lines += [f"- {k}: {100 * v:.2f} %" for k, v in report["label_agreement"].items()]
@@ -444,8 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compile", action="store_true", help="torch-fp16: torch.compile instead of CUDA graphs")
     parser.add_argument("--exporter", default="dynamo", choices=("dynamo", "legacy"), help="ONNX exporter (default: %(default)s)")
     parser.add_argument("--no-onnx-text", dest="onnx_text", action="store_false", help="skip the ONNX text tower timing")
+    parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory column (one process per backend on the CPU)")
     parser.add_argument("--work-dir", type=Path, default=Path("build/latency"), help="ONNX exports and engines (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("build/latency/results"), help="writes OUT.json and OUT.md (default: %(default)s)")
+    parser.add_argument("--memory-probe", metavar="BACKEND", help=argparse.SUPPRESS)  # internal: one backend's CPU memory
     return parser
 
 
@@ -456,13 +523,20 @@ def _value(text: str) -> Any:
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with sizes as (H, W) tuples, K sorted ascending and the device's default backends."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]
     args.classes = sorted(int(k) for k in args.classes.split(","))
+    default = GPU_BACKENDS if args.device.startswith("cuda") else CPU_BACKENDS
+    args.backends = args.backends.split(",") if args.backends else list(default)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     gpu = args.device.startswith("cuda")
-    args.backends = args.backends.split(",") if args.backends else list(GPU_BACKENDS if gpu else CPU_BACKENDS)
     if gpu and not torch.cuda.is_available():
         log.error("--device %s: PyTorch sees no CUDA GPU", args.device)
         return 1
@@ -477,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.checkpoint) if args.checkpoint else create_model(args.preset, seed=0, **overrides)
     model = model.to(args.device).eval()
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    if args.memory_probe:
+        print(json.dumps(memory_probe(model, args)))
+        return 0
     rows, agreement = measure_grid(model, args)
     report = {
         "environment": environment(args),
@@ -485,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         "vocabulary": vocabulary_timing(model, args),
         "end_to_end": end_to_end(model, args),
         "label_agreement": label_agreement(agreement),
+        "weights_mb": weights_mb(model, args),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

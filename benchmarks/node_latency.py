@@ -97,6 +97,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=20, help="frames for the bare and paced measurements")
     parser.add_argument("--flood-seconds", type=float, default=8.0)
     parser.add_argument("--flood-rate", type=float, default=3.0, help="camera rate as a multiple of the model's")
+    parser.add_argument(
+        "--outputs", choices=("labels", "all"), default="labels",
+        help="what to subscribe to: the node builds only what someone subscribes to",
+    )
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     use_interfaces(Path(os.environ.get("SYNSEG_ROS_PREFIX", DEFAULT_PREFIX)), domain_id=150 + os.getpid() % 50)
@@ -129,6 +133,12 @@ def main() -> int:
         try:
             wait_until_ready(probe, node)
             labels = probe.collect(Image, "/synseg/labels")
+            if args.outputs == "all":
+                from synseg_ros.msg import Segmentation
+
+                for topic in ("confidence", "overlay"):
+                    probe.collect(Image, f"/synseg/{topic}")
+                probe.collect(Segmentation, "/synseg/segmentation")
             diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
             camera = probe.node.create_publisher(Image, "/benchmark/image", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
             probe.spin_until(lambda: camera.get_subscription_count() > 0, 60, "the node to subscribe")
@@ -170,7 +180,10 @@ def main() -> int:
             probe.close()
 
     stages = ", ".join(f"{s} {float(node_values[f'latency_{s}_ms']):.1f}" for s in ("convert", "text", "preprocess", "infer", "postprocess", "publish"))
-    print(f"### synseg node, {args.model}, {WIDTH}x{HEIGHT} rgb8, CPU ({os.cpu_count()} cores), {len(VOCABULARY)} words\n")
+    print(
+        f"### synseg node, {args.model}, {WIDTH}x{HEIGHT} rgb8, CPU ({os.cpu_count()} cores), "
+        f"{len(VOCABULARY)} words, subscribed: {args.outputs}\n"
+    )
     print("| measure | value |\n|---|---|")
     print(f"| bare model `Segmenter.segment`, this process (median of {args.frames}) | {bare * 1000:.1f} ms |")
     print(f"| node receive -> publish (median, /diagnostics) | {receive_to_publish * 1000:.1f} ms |")
@@ -182,8 +195,10 @@ def main() -> int:
     if flood is not None:
         rate, camera_hz, mask_hz, dropped, sent, latencies, rss = flood
         print(f"| flood: camera rate | {camera_hz:.1f} Hz ({rate:.1f} Hz asked) |")
+        masks = round(mask_hz * args.flood_seconds)
         print(f"| flood: masks published | {mask_hz:.1f} Hz |")
-        print(f"| flood: frames dropped by latest-wins | {dropped} of {sent} |")
+        print(f"| flood: frames dropped by the node (latest wins) | {dropped} of {sent} |")
+        print(f"| flood: frames replaced in DDS depth-1 queues before delivery | {max(0, sent - masks - dropped)} of {sent} |")
         print(f"| flood: input stamp -> mask received (median / max) | {statistics.median(latencies) * 1000:.1f} / {max(latencies) * 1000:.1f} ms |")
         print(f"| flood: node memory after | {rss / 1024:.0f} MiB |")
     return 0

@@ -59,7 +59,9 @@ def build_protocol(args: argparse.Namespace) -> Protocol:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m synseg_core.evaluate",
-        description=__doc__.split("\n\n")[0] + "\nmIoU, per-class IoU and pixel accuracy with sliding-window inference.",
+        description="Score a SynSeg checkpoint (or the MaskCLIP baseline) on a segmentation dataset: mIoU, per-class IoU and "
+        "pixel accuracy with sliding-window inference under a named protocol. Writes results.json, results.md, "
+        "class_iou.png and overlays.png into --out.",
         epilog=(
             "Examples:\n"
             "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset voc21 --data-root data/ --protocol tcl\n"

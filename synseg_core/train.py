@@ -20,9 +20,10 @@ log = logging.getLogger("synseg.train")
 
 EPILOG = f"""
 examples:
-  # a few CPU minutes on a tiny model (packaged configs live in {CONFIG_DIR.name}/)
+  # a few CPU minutes: the tiny model on procedural scenes (packaged configs: synseg_core/{CONFIG_DIR.name}/)
+  python -m synseg_core.data.synthetic data/synthetic --num 2000
   python -m synseg_core.train --config synseg_core/configs/tiny.yaml \\
-      data.train=data/synthetic/train.jsonl --out runs/tiny
+      data.train=data/synthetic/captions.jsonl --out runs/tiny
 
   # continue it after a crash or kill (or extend it: add train.steps=2000)
   python -m synseg_core.train --out runs/tiny --resume
@@ -41,7 +42,9 @@ overrides are dotted keys with YAML values: train.steps=200 optim.lr=5e-4 loss.w
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m synseg_core.train", description=__doc__.split("\n\n")[0],
+        prog="python -m synseg_core.train",
+        description="Train SynSeg's FiLM, decoder and projector with MCCL (the CLIP towers stay frozen). "
+                    "Writes RUN_DIR/config.yaml, metrics.jsonl, tb/, checkpoints/ and model/ (docs/TRAINING.md).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (dotted keys, YAML values)")

@@ -67,6 +67,10 @@ def _pack(data: np.ndarray) -> array.array:
 MESSAGES = MessageTypes(Image, LabelClass, LabelInfo, Segmentation, _pack)
 
 
+def _subscribed(publisher: Any) -> bool:
+    return publisher.get_subscription_count() > 0
+
+
 class StartupError(RuntimeError):
     """Bad parameters or a model that does not load: the node cannot start."""
 
@@ -260,29 +264,7 @@ class SynsegNode(Node):
         segmented = time.perf_counter()
 
         header = frame.msg.header
-        labels = image_message(MESSAGES, header, label_map.encode(result.labels), label_map.encoding)
-        confidence = (
-            image_message(MESSAGES, header, result.confidence, "32FC1") if settings.publish_confidence else None
-        )
-        overlay = None
-        if settings.publish_overlay and self._overlay_pub.get_subscription_count():
-            overlay = overlay_image(rgb, result.labels, label_map.words, settings.overlay_alpha)
-            overlay = image_message(MESSAGES, header, overlay, "rgb8")
-
-        self._labels_pub.publish(labels)
-        if confidence is not None:
-            self._confidence_pub.publish(confidence)
-        if overlay is not None:
-            self._overlay_pub.publish(overlay)
-        if settings.publish_segmentation:
-            self._segmentation_pub.publish(
-                segmentation_message(MESSAGES, header, label_map, settings.threshold, labels, confidence)
-            )
-        camera_info = self._camera_info
-        if self._camera_info_pub is not None and camera_info is not None:
-            camera_info = copy.copy(camera_info)
-            camera_info.header = header
-            self._camera_info_pub.publish(camera_info)
+        self._publish_outputs(settings, label_map, header, rgb, result)
         published = time.perf_counter()
 
         # "publish" is everything after the model: label ids, overlay, messages, sending.
@@ -292,6 +274,33 @@ class SynsegNode(Node):
             node_latency_s=time.monotonic() - frame.received,
             stamp_latency_s=self._stamp_age(header.stamp),
         )
+
+    def _publish_outputs(
+        self, settings: Settings, label_map: LabelMap, header: Header, rgb: np.ndarray, result: Any
+    ) -> None:
+        """Build and send only what someone subscribes to: the copies cost as much as the sending."""
+        bundle = settings.publish_segmentation and _subscribed(self._segmentation_pub)
+        labels = confidence = None
+        if bundle or _subscribed(self._labels_pub):
+            labels = image_message(MESSAGES, header, label_map.encode(result.labels), label_map.encoding)
+            if _subscribed(self._labels_pub):
+                self._labels_pub.publish(labels)
+        if settings.publish_confidence and (bundle or _subscribed(self._confidence_pub)):
+            confidence = image_message(MESSAGES, header, result.confidence, "32FC1")
+            if _subscribed(self._confidence_pub):
+                self._confidence_pub.publish(confidence)
+        if bundle:
+            self._segmentation_pub.publish(
+                segmentation_message(MESSAGES, header, label_map, settings.threshold, labels, confidence)
+            )
+        if settings.publish_overlay and _subscribed(self._overlay_pub):
+            overlay = overlay_image(rgb, result.labels, label_map.words, settings.overlay_alpha)
+            self._overlay_pub.publish(image_message(MESSAGES, header, overlay, "rgb8"))
+        camera_info = self._camera_info
+        if self._camera_info_pub is not None and camera_info is not None:
+            camera_info = copy.copy(camera_info)
+            camera_info.header = header
+            self._camera_info_pub.publish(camera_info)
 
     def _report_failure(self, what: str, error: BaseException) -> None:
         self._stats.failed(f"{what}: {error}")

@@ -12,15 +12,24 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "latency.py"
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def latency():
     spec = importlib.util.spec_from_file_location("latency", SCRIPT)
-    latency = importlib.util.module_from_spec(spec)
-    sys.modules["latency"] = latency  # its dataclasses look their module up there
-    spec.loader.exec_module(latency)
-    work = tmp_path_factory.mktemp("latency")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["latency"] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("latency")
+
+
+@pytest.fixture(scope="module")
+def report(latency, work):
     args = [
         "--preset", "tiny", "--sizes", "64", "--classes", "1,20", "--repeats", "1", "--warmup", "0", "--threads", "2",
-        "--backends", "torch,onnxruntime", "--exporter", "legacy", "--work-dir", str(work), "--out", str(work / "results"),
+        "--backends", "torch,onnxruntime", "--exporter", "legacy", "--no-memory", "--work-dir", str(work), "--out", str(work / "results"),
     ]
     assert latency.main(args) == 0
     return json.loads((work / "results.json").read_text()), (work / "results.md").read_text()
@@ -51,3 +60,13 @@ def test_markdown_names_each_target(report):
     text = report[1]
     for phrase in ("target <= 1.25", "target <= 1.5", "target >= 1.5", "cold", "End-to-end", "onnxruntime vs torch"):
         assert phrase in text
+
+
+def test_memory_probe_reports_working_memory_per_vocabulary_size(latency, work, report, tiny_model):
+    args = latency.parse_args(
+        ["--preset", "tiny", "--sizes", "64", "--classes", "1,20,300", "--exporter", "legacy", "--work-dir", str(work), "--memory-probe", "onnxruntime"]
+    )
+    growth = latency.memory_probe(tiny_model, args)
+    assert list(growth) == [1, 20, 300]
+    assert 0 <= growth[1] <= growth[20] <= growth[300]
+    assert growth[300] > 0  # 300 classes x 64x64 float32 logits alone are 4.7 MB

@@ -18,10 +18,11 @@ from synseg_core import load_model
 from synseg_core.checkpoint import read_safetensors
 from synseg_core.data.synthetic import write_synthetic_dataset
 from synseg_core.model.synseg import create_model
+from synseg_core.text.prompts import EmbeddingCache
 from synseg_core.train import main
 from synseg_core.training import ConfigError, load_config, train
 from synseg_core.training.config import CONFIG_DIR
-from synseg_core.training.trainer import lr_factor
+from synseg_core.training.trainer import category_embeddings, lr_factor
 
 TINY = CONFIG_DIR / "tiny.yaml"
 QUICK = ["train.steps=4", "train.batch_size=4", "train.log_every=2", "train.ckpt_every=2", "train.progress=false",
@@ -95,6 +96,13 @@ def test_learning_rate_warms_up_linearly_then_decays_to_min_lr():
     assert lr_factor(9, config) == pytest.approx(1.0)
     assert lr_factor(55, config) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_factor(100, config) == pytest.approx(0.1)
+
+
+def test_a_words_training_embedding_does_not_depend_on_the_words_beside_it():
+    model = create_model("tiny", seed=0)
+    alone = category_embeddings(model, EmbeddingCache(), ["star"], "tcl")
+    among = category_embeddings(model, EmbeddingCache(), ["grass", "brick wall", "star", "sky"], "tcl")
+    assert torch.equal(among[2], alone[0])
 
 
 # --- the run directory ------------------------------------------------------------------------------

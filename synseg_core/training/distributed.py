@@ -35,11 +35,12 @@ class Distributed:
         return self.rank == 0
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Element-wise sum over ranks (a new tensor; the input is untouched)."""
-        total = values.detach().clone()
-        if self.enabled:
-            dist.all_reduce(total)
-        return total
+        """Element-wise sum over ranks, returned on the CPU (the input is untouched)."""
+        if not self.enabled:
+            return values.detach().cpu().clone()
+        total = values.detach().to(self.device, copy=True)  # NCCL reduces device tensors only
+        dist.all_reduce(total)
+        return total.cpu()
 
     def gather_rows(self, rows: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's ``rows [n <= size, D]`` (no gradient), padded to ``size``: ``[W * size, D]`` and a mask ``[W * size]``.

@@ -3,8 +3,8 @@
 One step (per rank, on ``batch_size / world_size`` images):
 
 1. encode the images once with the frozen image tower (no gradient);
-2. MCCL: embed the batch's unique category words once with the frozen text tower
-   (prompt ensemble, cached), gather them per image into ``[B, N, T]`` + mask ``[B, N]``;
+2. MCCL: embed the batch's unique category words with the frozen text tower
+   (prompt ensemble, cached, word by word), gather them per image into ``[B, N, T]`` + mask ``[B, N]``;
    single_infonce: embed each caption;
 3. decode every (image, category) pair, pool synergy features (FSS), compute the loss terms;
 4. AdamW step on the trainable parameters only, with warm-up + cosine LR and gradient clipping.
@@ -45,6 +45,7 @@ from synseg_core.losses.infonce import single_infonce_loss
 from synseg_core.losses.mccl import MCCLWeights, mccl_loss, total_loss
 from synseg_core.model.encoders import ImageFeatures
 from synseg_core.model.synseg import SynSeg, create_model
+from synseg_core.text.prompts import EmbeddingCache
 from synseg_core.training.config import TrainingConfig, changed_keys, config_from_dict
 from synseg_core.training.data import build_loader, endless
 from synseg_core.training.distributed import Distributed, init_distributed
@@ -88,13 +89,29 @@ class StepTerms:
 Objective = Callable[[SynSeg, nn.Module, ImageFeatures, CaptionBatch], StepTerms]
 
 
+def category_embeddings(model: SynSeg, cache: EmbeddingCache, words: list[str], template_set: str) -> torch.Tensor:
+    """Prompt-ensemble embeddings [V, T] of ``words``, each encoded on its own and cached.
+
+    Encoding word by word keeps a word's embedding independent of which words shared its
+    encoder batch (batched matmuls differ in the last bits), so a resumed run, whose cache
+    starts empty, sees exactly the embeddings of an uninterrupted one.
+    """
+    encoder = model.text_encoder
+    embeddings = cache.get_or_compute(
+        encoder.fingerprint, template_set, words,
+        lambda missing: torch.cat([encoder.embed_prompts([word], template_set) for word in missing]),
+    )
+    return embeddings.to(encoder.token_embedding.weight.device)
+
+
 def mccl_objective(config: TrainingConfig) -> Objective:
     weights = MCCLWeights(**config.loss.weights)
     template_set = config.data.template_set
+    cache = EmbeddingCache()  # the training run's own: entries made elsewhere may come from batched encoding
 
     def objective(model: SynSeg, head: nn.Module, features: ImageFeatures, batch: CaptionBatch) -> StepTerms:
         device = features.activations[0].device
-        vocab = model.encode_text(batch.vocab, template_set)  # [V, T], each unique word once
+        vocab = category_embeddings(model, cache, batch.vocab, template_set)  # [V, T], each unique word once
         index = batch.category_index.to(device)
         mask = batch.category_mask.to(device)
         text = vocab[index]  # [B, N, T]; padded slots repeat word 0 and are masked out
