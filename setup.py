@@ -42,5 +42,5 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["synseg-segment=synseg_core.segment:main", "synseg-train=synseg_core.train:main", "synseg-evaluate=synseg_core.evaluate:main", "synseg-export=synseg_core.export:main"]},
+    entry_points={"console_scripts": ["synseg-segment=synseg_core.segment:main", "synseg-train=synseg_core.train:main", "synseg-evaluate=synseg_core.evaluate:main", "synseg-export=synseg_core.export:main", "synseg-ros-node=synseg_ros.node:main", "synseg-ros-bag=synseg_ros.bag:main"]},
 )

@@ -34,10 +34,8 @@ def colourise(labels: np.ndarray, vocabulary: Sequence[str]) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, vocabulary: Sequence[str], alpha: float = 0.5) -> np.ndarray:
     """Blend class colours over an RGB uint8 image; unlabeled pixels keep the image."""
-    colours = colourise(labels, vocabulary).astype(np.float32)
-    blended = image.astype(np.float32) * (1 - alpha) + colours * alpha
-    labelled = (labels != UNLABELED)[..., None]
-    return np.where(labelled, blended, image.astype(np.float32)).round().astype(np.uint8)
+    blended = cv2.addWeighted(image, 1.0 - alpha, colourise(labels, vocabulary), alpha, 0.0)
+    return np.where((labels != UNLABELED)[..., None], blended, image)
 
 
 def add_legend(image: np.ndarray, vocabulary: Sequence[str], present: Sequence[int] | None = None) -> np.ndarray:

@@ -72,7 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("input", type=Path, help="rosbag2 folder to read (sqlite3 or mcap)")
     parser.add_argument("output", type=Path, help="rosbag2 folder to write (must not exist)")
     parser.add_argument("--topic", action="append", required=True, help="Image or CompressedImage topic (repeatable)")
-    parser.add_argument("--vocabulary", nargs="+", required=True, help="words to segment, e.g. door chair 'traffic light'")
+    parser.add_argument("-v", "--vocabulary", nargs="+", required=True, help="words to segment, e.g. door chair 'traffic light'")
     parser.add_argument("--model", required=True, help="SynSeg checkpoint folder")
     parser.add_argument("--backend", default="torch", choices=list_backends())
     parser.add_argument("--engine-path", default="", help="engine or ONNX file for the onnxruntime/tensorrt backends")

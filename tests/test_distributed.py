@@ -33,26 +33,46 @@ def run_args(scenes: Path, loss: str, out: Path) -> list[str]:
             "train.ckpt_every=3", "train.progress=false", "data.num_workers=0", "optim.warmup_steps=1", "--out", str(out)]
 
 
-@pytest.fixture(scope="module", params=LOSSES)
-def runs(request, tmp_path_factory, scenes) -> tuple[Path, Path]:
-    """(one process, 2 gloo ranks of 4 images each launched by torchrun) for one objective.
+# What torchrun starts in each rank: one process group for the three runs below, so the imports
+# and the group set-up are paid once (train() uses a process group that already exists).
+RANK_SCRIPT = """
+import json, sys
+import torch.distributed as dist
+from synseg_core.train import main
+dist.init_process_group("gloo")
+sys.exit(max(main(argv) for argv in json.loads(sys.argv[1])))
+"""
 
-    The MCCL data-parallel run is stopped after step 2 and continued by a second launch with --resume,
-    so its comparison also shows that every rank resumes exactly (the LR of steps 1-2 does not depend
-    on train.steps here: warm-up is 1 step and the cosine starts at step 2).
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, scenes) -> Path:
+    """ROOT/<loss>/single: one process; ROOT/<loss>/ddp: 2 gloo ranks of 4 images each under torchrun.
+
+    The MCCL data-parallel run stops after step 2 and is continued with --resume, so its comparison
+    also shows that every rank resumes exactly (the LR of steps 1-2 does not depend on train.steps here:
+    warm-up is 1 step and the cosine starts at step 2).
     """
-    loss = request.param
-    root = tmp_path_factory.mktemp(loss)
-    assert main(run_args(scenes, loss, root / "single")) == 0
+    root = tmp_path_factory.mktemp("ddp")
+    for loss in LOSSES:
+        assert main(run_args(scenes, loss, root / loss / "single")) == 0
+    ddp_runs = [
+        [*run_args(scenes, "mccl", root / "mccl" / "ddp"), "train.steps=2", "train.ckpt_every=2"],
+        ["--out", str(root / "mccl" / "ddp"), "--resume", "train.steps=3"],
+        run_args(scenes, "single_infonce", root / "single_infonce" / "ddp"),
+    ]
+    script = root / "rank.py"
+    script.write_text(RANK_SCRIPT)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "synseg_core.train"]
-    launches = [[*run_args(scenes, loss, root / "ddp"), "train.steps=2", "train.ckpt_every=2"],
-                ["--out", str(root / "ddp"), "--resume", "train.steps=3"]] if loss == "mccl" else [run_args(scenes, loss, root / "ddp")]
-    for args in launches:
-        done = subprocess.run([*torchrun, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-    return root / "single", root / "ddp"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), json.dumps(ddp_runs)]
+    done = subprocess.run(launch, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(params=LOSSES)
+def runs(request, root) -> tuple[Path, Path]:
+    return root / request.param / "single", root / request.param / "ddp"
 
 
 def metrics(run: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 UNLABELED = -1
-_CV2_MAX_CHANNELS = 512
+_CV2_MAX_CHANNELS = 128  # cv2.resize's channel limit (CV_CN_MAX in OpenCV 5)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def preprocess(
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of [K, h, w] float maps to [K, H, W] (in chunks: OpenCV takes <= 512 channels)."""
+    """Bilinear resize of [K, h, w] float maps to [K, H, W] (in chunks: cv2.resize takes <= 128 channels)."""
     height, width = size
     if maps.shape[1:] == (height, width):
         return maps.astype(np.float32, copy=False)

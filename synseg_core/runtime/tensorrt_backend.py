@@ -86,6 +86,16 @@ def tensorrt_available() -> bool:
     return True
 
 
+def cuda_device(device: str) -> torch.device:
+    """'cuda' or 'cuda:N' as a torch device with an index; clear errors for anything else or no GPU."""
+    chosen = torch.device(device)
+    if chosen.type != "cuda":
+        raise ValueError(f"the tensorrt backend runs on a CUDA device, not {device!r}; pass device='cuda' (or 'cuda:N')")
+    if not torch.cuda.is_available():
+        raise RuntimeError("the tensorrt backend needs a CUDA GPU, and PyTorch sees none")
+    return chosen if chosen.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 def engine_profiles(meta: ExportMetadata, max_batch: int, opt_classes: int, max_classes: int) -> dict[str, Profile]:
     """Optimisation profiles of the two engines: graph role -> input name -> [min, opt, max] shape."""
     if not 1 <= opt_classes <= max_classes:
@@ -260,13 +270,7 @@ class TensorRTBackend(Backend):
         version = require_tensorrt()
         import tensorrt as trt
 
-        self.device = torch.device(device)
-        if self.device.type != "cuda":
-            raise ValueError(f"the tensorrt backend runs on a CUDA device, not {device!r}; pass device='cuda' (or 'cuda:N')")
-        if not torch.cuda.is_available():
-            raise RuntimeError("the tensorrt backend needs a CUDA GPU, and PyTorch sees none")
-        if self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.device = cuda_device(device)
         self.directory = Path(directory)
         self.meta = read_export(self.directory, verify=verify)
         if self.meta.precision not in ("fp32", "fp16"):
@@ -351,6 +355,7 @@ def from_checkpoint(
     engines. ``options`` go to TensorRTBackend (max_batch, max_classes, opt_classes, workspace_gib, ...).
     """
     require_tensorrt()
+    cuda_device(device)  # before a possibly long export
     size = as_size(input_size or model.config.image_size)
     target = prepare_export(Path(directory), model, size, precision, onnx_dir, export_if_missing, exporter)
     return TensorRTBackend(target, device=device, **options)

@@ -25,6 +25,7 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # False when the caller had already initialised the process group
 
     @property
     def enabled(self) -> bool:
@@ -72,7 +73,7 @@ class Distributed:
             dist.barrier()
 
     def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+        if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -85,16 +86,19 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
 
 
 def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0) -> Distributed:
-    """Join the process group that ``torchrun`` describes in the environment, or run alone."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    """Join the process group that ``torchrun`` describes in the environment (or one the caller has
+    already initialised, which is then left open), or run alone."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_preference, local_rank)
+    if dist.is_initialized():
+        return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Distributed(device=device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    rank = dist.get_rank()
     log.info("rank %d/%d (local %d) on %s with %s", rank, world_size, local_rank, device, backend)
-    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return Distributed(rank=rank, world_size=world_size, local_rank=local_rank, device=device, owns_group=True)

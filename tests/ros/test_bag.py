@@ -112,7 +112,7 @@ def test_several_topics_get_a_namespace_each_and_compressed_images_are_read(tmp_
     )
     code = main([
         str(tmp_path / "in"), str(tmp_path / "out"), "--topic", "/left/image", "--topic", "/front/image/compressed",
-        "--vocabulary", "tree", "--model", str(model_dir), "--confidence", "--no-overlay", "--storage", "mcap",
+        "-v", "tree", "--model", str(model_dir), "--confidence", "--no-overlay", "--storage", "mcap",
     ])
     assert code == 0
     topics = read(tmp_path / "out")
