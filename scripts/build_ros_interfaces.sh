@@ -49,7 +49,12 @@ log="$build_dir/cmake.log"
 export AMENT_PREFIX_PATH="$venv"
 # $ORIGIN rpaths let the generated Python extension find its libraries in $prefix/lib without
 # LD_LIBRARY_PATH being set before the interpreter starts (tests add it at run time).
-"$cmake_bin" -S "$repo" -B "$build_dir" -Wno-dev \
+# CMake refuses include folders inside its source folder, and a virtualenv kept in the repository
+# (.venv) would be one: configure from a copy of the package files instead of the repository itself.
+src_dir="$prefix/src"
+rm -rf "$src_dir" && mkdir -p "$src_dir"
+cp -r "$repo/CMakeLists.txt" "$repo/package.xml" "$repo/msg" "$repo/srv" "$repo/launch" "$repo/config" "$src_dir/"
+"$cmake_bin" -S "$src_dir" -B "$build_dir" -Wno-dev \
   -DSYNSEG_INSTALL_PYTHON=OFF \
   -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=Release \
