@@ -250,7 +250,7 @@ def _staged_folder(target: Path) -> Iterator[Path]:
     """A scratch folder beside ``target`` that replaces it if the block succeeds and vanishes if it fails.
 
     The old ``target`` is moved aside, the new one renamed in, then the old one removed: a crash at any point
-    leaves either the old or the new export complete, never a mix.
+    leaves a complete export (the old one, at worst renamed aside as .NAME.old-PID) and never a mix of two.
     """
     _check_replaceable(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -225,7 +225,7 @@ class EngineRunner:
 
     def run(self, inputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
         """Input tensors (on ``device``) -> output tensors (on ``device``), enqueued on ``stream``."""
-        bound = {}
+        bound = {}  # keeps converted inputs alive until the engine is enqueued (TensorRT holds raw addresses)
         for name in self.inputs:
             tensor = inputs[name].to(self.dtypes[name]).contiguous()
             bound[name] = tensor
