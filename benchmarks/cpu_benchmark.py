@@ -36,14 +36,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.stage1_clip import BENCHMARK_CLIP, train_clip
-from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from synseg_core.baselines.maskclip import maskclip_segmenter
+from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model
+from synseg_core.data.benchmarks import get_dataset
+from synseg_core.data.segmentation import SegmentationDataset
 from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
 from synseg_core.evaluate import main as evaluate_main
+from synseg_core.evaluation.inference import SlidingWindow
 from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.evaluation.report import write_json, write_text
+from synseg_core.runtime.segmenter import Segmenter
 
 log = logging.getLogger("synseg.benchmark")
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +59,7 @@ STAGE2_CONFIG = PACKAGE / "configs" / "tiny.yaml"
 PROTOCOL = "synthetic"
 MAX_DEMO_BYTES = 25 * 1024 * 1024
 NUM_SAMPLES = 6
+SELECTIVITY_IMAGES = 60
 NOTES = Path(__file__).resolve().parent / "results_notes.md"  # hand-written analysis appended to RESULTS.md
 
 # The paper's Table 3 (v2): mIoU drop when one term is removed, on Context / Object / Stuff.
@@ -78,7 +85,7 @@ QUICK = Scale(train_scenes=48, eval_scenes=12, stage1_steps=4, stage1_batch=16, 
 class Method:
     key: str
     label: str
-    overrides: tuple[str, ...]  # stage-2 training overrides; None-like empty for training-free methods
+    overrides: tuple[str, ...]  # stage-2 training overrides (empty for a training-free method)
     trained: bool = True
     removes: str | None = None  # the MCCL term an ablation removes
 
@@ -89,6 +96,36 @@ METHODS = (
     Method("synseg", "SynSeg (MCCL + FSS)", ("loss.name=mccl",)),
     *(Method(f"no_{term}", f"SynSeg w/o L_{term}", ("loss.name=mccl", f"loss.weights.{term}=0"), removes=term) for term in ("align", "cont", "back", "sep")),
 )
+
+
+@dataclass
+class Outcome:
+    """What the benchmark measured, per method key."""
+
+    mious: dict[str, list[float]]  # per seed
+    accuracy: dict[str, float]  # pixel accuracy, mean over seeds
+    selectivity: dict[str, tuple[float, float]]  # mean score of a present class inside / outside its mask, mean over seeds
+    synseg_models: dict[str, Path]  # run name -> model directory
+    stage1: dict[str, float]
+
+
+def selectivity(inference: SlidingWindow, dataset: SegmentationDataset, count: int) -> tuple[float, float]:
+    """Mean class score inside vs. outside that class's true mask, over the classes present in each image.
+
+    A map that segments scores far higher inside; a map that does not, about the same. This separates
+    "the maps do not localise" from "the maps localise but the argmax across classes goes wrong".
+    """
+    text = inference.encode(dataset.class_names)
+    inside, outside = [], []
+    for index in range(min(count, len(dataset))):
+        sample = dataset[index]
+        scores = inference.class_scores(sample.image, text)
+        for label in np.unique(sample.mask[sample.mask >= 0]):
+            region = sample.mask == label
+            inside.append(float(scores[label][region].mean()))
+            if (~region).any():
+                outside.append(float(scores[label][~region].mean()))
+    return statistics.fmean(inside), statistics.fmean(outside)
 
 
 def run_name(method: Method, seed: int) -> str:
@@ -115,8 +152,7 @@ def summarise(mious: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def results_markdown(summary: dict[str, dict[str, float]], per_seed: dict[str, list[float]], accuracy: dict[str, float],
-                     context: dict[str, Any]) -> str:
+def results_markdown(summary: dict[str, dict[str, float]], outcome: Outcome, context: dict[str, Any]) -> str:
     """docs/RESULTS.md: the setup, the table, the per-term ablation deltas next to the paper's, and how it was run."""
     scale = context["scale"]
     reference = summary.get("synseg")
@@ -150,20 +186,23 @@ def results_markdown(summary: dict[str, dict[str, float]], per_seed: dict[str, l
         "",
         "## mIoU (%) on held-out scenes",
         "",
-        "| Method | mIoU mean ± std | seeds | per seed | pixel acc. | Δ vs SynSeg |",
-        "|---|---:|---:|---|---:|---:|",
+        "| Method | mIoU mean ± std | seeds | per seed | pixel acc. | Δ vs SynSeg | class score in / out of its mask |",
+        "|---|---:|---:|---|---:|---:|---:|",
     ]
     for method in METHODS:
         stats = summary.get(method.key)
         if stats is None:
             continue
         delta = "" if reference is None or method.key == "synseg" else f"{stats['mean'] - reference['mean']:+.2f}"
-        seeds = ", ".join(f"{v:.2f}" for v in per_seed[method.key])
+        seeds = ", ".join(f"{v:.2f}" for v in outcome.mious[method.key])
+        inside, outside = outcome.selectivity[method.key]
         lines.append(f"| {method.label} | {stats['mean']:.2f} ± {stats['std']:.2f} | {stats['n']} | {seeds} | "
-                     f"{accuracy[method.key]:.2f} | {delta} |")
+                     f"{outcome.accuracy[method.key]:.2f} | {delta} | {inside:.3f} / {outside:.3f} |")
     lines += [
         "",
-        "std is the sample standard deviation over training seeds (MaskCLIP has no training, so one value).",
+        "std is the sample standard deviation over training seeds (MaskCLIP has no training, so one value). "
+        f"The last column is the mean score S_c of each class present in an image inside vs. outside its true mask "
+        f"(first {SELECTIVITY_IMAGES} held-out scenes, mean over seeds): equal values mean the maps do not localise the class.",
         "",
         "## Ablations next to the paper's Table 3",
         "",
@@ -285,29 +324,48 @@ class Benchmark:
             self._timed(f"eval/{name}", start)
         return json.loads(results.read_text())
 
-    def run(self) -> tuple[dict[str, list[float]], dict[str, float], dict[str, Path], dict[str, float]]:
-        """Every step; returns per-seed mIoUs and mean pixel accuracy per method, SynSeg models per seed, stage-1 stats."""
+    def selectivity(self, name: str, model: Path, method: str) -> tuple[float, float]:
+        path = self.out / "eval" / name / "selectivity.json"
+        if path.is_file():
+            inside, outside = json.loads(path.read_text())
+            return inside, outside
+        if method == "maskclip":
+            segmenter = maskclip_segmenter(load_model(model))
+        else:
+            segmenter = Segmenter.from_checkpoint(model)
+        dataset = get_dataset("folder", self.eval_dir)
+        result = selectivity(SlidingWindow(segmenter, get_protocol(PROTOCOL)), dataset, SELECTIVITY_IMAGES)
+        write_json(path, list(result))
+        return result
+
+    def run(self) -> Outcome:
+        """Every step, skipping the finished ones."""
         self.data()
         stage1 = self.stage1()
         mious: dict[str, list[float]] = {m.key: [] for m in METHODS}
         accuracies: dict[str, list[float]] = {m.key: [] for m in METHODS}
+        selectivities: dict[str, list[tuple[float, float]]] = {m.key: [] for m in METHODS}
         synseg_models: dict[str, Path] = {}
         runs = [(method, seed) for seed in self.scale.seeds for method in METHODS if method.trained]
         with ThreadPoolExecutor(self.jobs) as pool:
             models = list(pool.map(lambda run: self.stage2(*run), runs))
-        for (method, seed), model in zip(runs, models, strict=True):
-            results = self.evaluate(run_name(method, seed), ["-c", str(model)])
-            mious[method.key].append(results["miou"])
-            accuracies[method.key].append(results["pixel_accuracy"])
-            if method.key == "synseg":
-                synseg_models[run_name(method, seed)] = model
         # MaskCLIP reads the frozen stage-1 towers, which every stage-2 checkpoint holds unchanged.
-        any_model = next(iter(synseg_models.values()))
-        results = self.evaluate("maskclip", ["-c", str(any_model), "--method", "maskclip"])
-        mious["maskclip"].append(results["miou"])
-        accuracies["maskclip"].append(results["pixel_accuracy"])
-        accuracy = {k: statistics.fmean(v) for k, v in accuracies.items() if v}
-        return mious, accuracy, synseg_models, stage1
+        evaluations = [(run_name(m, seed), m.key, model, ["-c", str(model)]) for (m, seed), model in zip(runs, models, strict=True)]
+        evaluations.append(("maskclip", "maskclip", models[0], ["-c", str(models[0]), "--method", "maskclip"]))
+        for name, key, model, arguments in evaluations:
+            results = self.evaluate(name, arguments)
+            mious[key].append(results["miou"])
+            accuracies[key].append(results["pixel_accuracy"])
+            selectivities[key].append(self.selectivity(name, model, key))
+            if key == "synseg":
+                synseg_models[name] = model
+        return Outcome(
+            mious=mious,
+            accuracy={k: statistics.fmean(v) for k, v in accuracies.items() if v},
+            selectivity={k: (statistics.fmean(i for i, _ in v), statistics.fmean(o for _, o in v)) for k, v in selectivities.items() if v},
+            synseg_models=synseg_models,
+            stage1=stage1,
+        )
 
 
 def install_assets(model: Path, eval_dir: Path) -> tuple[Path, int]:
@@ -364,12 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     benchmark = Benchmark(out, scale, jobs=args.jobs)
     try:
-        mious, accuracy, synseg_models, stage1 = benchmark.run()
+        outcome = benchmark.run()
     except (RuntimeError, OSError, ValueError) as exc:
         log.error("%s", exc)
         log.error("fix the cause and run the same command again: finished steps are kept in %s", out)
         return 1
-    summary = summarise(mious)
+    summary = summarise(outcome.mious)
     invocations_path = out / "invocations.json"
     invocations = json.loads(invocations_path.read_text()) if invocations_path.is_file() else []
     invocations.append({"started": started, "minutes": round((time.perf_counter() - start) / 60, 2),
@@ -382,19 +440,20 @@ def main(argv: list[str] | None = None) -> int:
         "invocations": invocations,
         "cpus": os.cpu_count(),
         "scale": asdict(scale),
-        "stage1": stage1,
+        "stage1": outcome.stage1,
         "protocol": get_protocol(PROTOCOL).describe(),
         "reading": reading(summary),
         "notes": NOTES.read_text() if NOTES.is_file() and not args.quick else "",
     }
-    best = max(synseg_models, key=lambda name: mious["synseg"][list(synseg_models).index(name)])
+    best = max(outcome.synseg_models, key=lambda name: outcome.mious["synseg"][list(outcome.synseg_models).index(name)])
     if assets:
-        demo, size = install_assets(synseg_models[best], benchmark.eval_dir)
+        demo, size = install_assets(outcome.synseg_models[best], benchmark.eval_dir)
         context["reading"].append(f"- Demo model: {best} (the best SynSeg seed), {size / 2**20:.1f} MB, installed in "
                                   f"`synseg_core/assets/{demo.name}/`.")
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(results_path, results_markdown(summary, mious, accuracy, context))
-    write_json(out / "summary.json", {"summary": summary, "per_seed": mious, "pixel_accuracy": accuracy, **context})
+    write_text(results_path, results_markdown(summary, outcome, context))
+    write_json(out / "summary.json", {"summary": summary, "per_seed": outcome.mious, "pixel_accuracy": outcome.accuracy,
+                                      "selectivity": outcome.selectivity, **context})
     log.info("wrote %s (%.1f min)", results_path, context["wall_minutes"])
     return 0
 

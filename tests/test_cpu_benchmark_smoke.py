@@ -1,11 +1,20 @@
 """CPU benchmark pieces: stage-1 CLIP fits SynSeg's towers, stage-2 commands, resumption and the results table."""
+import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks import cpu_benchmark
-from benchmarks.cpu_benchmark import METHODS, QUICK, Benchmark, results_markdown, stage2_command, summarise
+from benchmarks.cpu_benchmark import METHODS, QUICK, Benchmark, Outcome, results_markdown, selectivity, stage2_command, summarise
 from benchmarks.stage1_clip import BENCHMARK_CLIP, train_clip
+from synseg_core.config import SynSegConfig
+from synseg_core.data.benchmarks import get_dataset
 from synseg_core.data.synthetic import write_synthetic_dataset
+from synseg_core.evaluation.inference import SlidingWindow
+from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.model.synseg import create_model
+from synseg_core.runtime.backend import Backend
+from synseg_core.runtime.processing import sigmoid
+from synseg_core.runtime.segmenter import Segmenter
 from synseg_core.weights import load_clip_weights
 
 METHOD = {m.key: m for m in METHODS}
@@ -50,15 +59,43 @@ def test_summary_is_mean_and_sample_standard_deviation_over_seeds():
 def test_results_table_shows_deltas_and_the_paper_direction():
     per_seed = {"synseg": [40.0, 42.0, 44.0], "no_sep": [35.0, 36.0, 37.0], "no_align": [43.0, 43.0, 43.0], "maskclip": [30.0]}
     summary = summarise(per_seed)
+    outcome = Outcome(mious=per_seed, accuracy={k: 50.0 for k in per_seed}, selectivity={k: (0.75, 0.25) for k in per_seed},
+                      synseg_models={}, stage1={"loss_first": 4.0, "loss_last": 1.0})
     invocations = [{"started": "2026-01-01 10:00 UTC", "minutes": 20.0, "load_start": 1.5, "load_end": 2.5},
                    {"started": "2026-01-01 11:00 UTC", "minutes": 10.0, "load_start": 0.5, "load_end": 1.0}]
     context = {"command": "python -m benchmarks.cpu_benchmark", "finished": "now", "wall_minutes": 30.0, "invocations": invocations,
                "cpus": 2, "scale": cpu_benchmark.asdict(QUICK),
-               "stage1": {"loss_first": 4.0, "loss_last": 1.0}, "protocol": "protocol synthetic", "reading": cpu_benchmark.reading(summary)}
-    text = results_markdown(summary, per_seed, {k: 50.0 for k in per_seed}, context)
-    assert "| SynSeg (MCCL + FSS) | 42.00 ± 2.00 | 3 | 40.00, 42.00, 44.00 | 50.00 |  |" in text
-    assert "| SynSeg w/o L_sep | 36.00 ± 1.00 | 3 | 35.00, 36.00, 37.00 | 50.00 | -6.00 |" in text
+               "stage1": outcome.stage1, "protocol": "protocol synthetic", "reading": cpu_benchmark.reading(summary)}
+    text = results_markdown(summary, outcome, context)
+    assert "| SynSeg (MCCL + FSS) | 42.00 ± 2.00 | 3 | 40.00, 42.00, 44.00 | 50.00 |  | 0.750 / 0.250 |" in text
+    assert "| SynSeg w/o L_sep | 36.00 ± 1.00 | 3 | 35.00, 36.00, 37.00 | 50.00 | -6.00 | 0.750 / 0.250 |" in text
     assert "| L_sep | -6.00 (± 1.00) | -2.2 / -3.9 / -2.7 | yes (removing it hurts) |" in text
     assert "| L_align | +1.00 (± 0.00) | -0.4 / -0.7 / -0.4 | no (removing it does not hurt here) |" in text
     assert "- SynSeg beats the training-free MaskCLIP baseline (42.00 vs 30.00, Δ +12.00)." in text
     assert "Wall time: 30.0 min in 2 invocation(s)" in text and "| 2026-01-01 11:00 UTC | 10.0 | 0.5 | 1.0 |" in text
+
+
+class OracleBackend(Backend):
+    """Logit +5 for the class whose id is painted into the red channel (red = 10 * id), -5 elsewhere."""
+
+    name = "oracle"
+
+    def infer(self, pixels, text):
+        painted = np.rint(pixels[:, 0] * 255 / 10).astype(int)
+        return np.where(painted[:, None] == np.arange(text.shape[0])[None, :, None, None], 5.0, -5.0).astype(np.float32)
+
+
+def test_selectivity_is_the_mean_score_inside_versus_outside_each_present_class(tmp_path):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("sky\ncat\ndog\n")
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 1
+    Image.fromarray(np.stack([10 * mask, mask * 0, mask * 0], axis=-1)).save(root / "images" / "0.png")
+    Image.fromarray(mask).save(root / "masks" / "0.png")
+    segmenter = Segmenter(OracleBackend(), lambda words, _: np.eye(len(words), dtype=np.float32),
+                          SynSegConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)), patch_size=16)
+    inside, outside = selectivity(SlidingWindow(segmenter, get_protocol("synthetic")), get_dataset("folder", root), 10)
+    assert inside == pytest.approx(float(sigmoid(np.float32(5.0))))
+    assert outside == pytest.approx(float(sigmoid(np.float32(-5.0))))
