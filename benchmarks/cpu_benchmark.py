@@ -214,12 +214,20 @@ def results_markdown(summary: dict[str, dict[str, float]], outcome: Outcome, con
             continue
         change = summary[method.key]["mean"] - reference["mean"]
         paper = " / ".join(f"{v:+.1f}" for v in PAPER_DELTAS[method.removes])
-        agrees = "yes (removing it hurts)" if change < 0 else "no (removing it does not hurt here)"
-        lines.append(f"| L_{method.removes} | {change:+.2f} (± {summary[method.key]['std']:.2f}) | {paper} | {agrees} |")
+        lines.append(f"| L_{method.removes} | {change:+.2f} (± {summary[method.key]['std']:.2f}) | {paper} | {direction(change, reference['std'] + summary[method.key]['std'])} |")
     lines += ["", "## Reading", "", *context["reading"], ""]
     if context.get("notes"):
         lines += ["## Analysis", "", context["notes"].strip(), ""]
     return "\n".join(lines)
+
+
+def direction(change: float, spread: float) -> str:
+    """Does removing a term hurt, as the paper says? Only a change larger than the seed spread counts."""
+    if change < -spread:
+        return "yes (removing it hurts)"
+    if change > spread:
+        return "no (removing it helps here)"
+    return "not resolved (within the seed spread)"
 
 
 def reading(summary: dict[str, dict[str, float]]) -> list[str]:
@@ -241,7 +249,8 @@ def reading(summary: dict[str, dict[str, float]]) -> list[str]:
         helpful = [t for t, d in ablations.items() if d < 0]
         if helpful:
             worst = min(helpful, key=lambda t: ablations[t])
-            notes.append(f"- The largest drop comes from removing L_{worst} ({ablations[worst]:+.2f}); the paper's largest is L_sep.")
+            notes.append(f"- The largest drop comes from removing L_{worst} ({ablations[worst]:+.2f}); the paper's largest is L_sep."
+                         + (" It is within the seed spread." if -ablations[worst] <= synseg["std"] + summary[f"no_{worst}"]["std"] else ""))
         notes.append(f"- Removing a term lowers mIoU for {len(helpful)} of {len(ablations)} terms "
                      f"({', '.join('L_' + t for t in helpful) or 'none'}); the paper reports a drop for all four.")
         within = [t for t, d in ablations.items() if abs(d) <= synseg["std"] + summary[f"no_{t}"]["std"]]

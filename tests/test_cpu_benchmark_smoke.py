@@ -50,6 +50,12 @@ def test_a_finished_stage2_run_is_not_trained_again(tmp_path, monkeypatch):
     assert Benchmark(tmp_path, QUICK).stage2(METHOD["synseg"], 0) == model
 
 
+def test_an_ablation_counts_as_hurting_only_beyond_the_seed_spread():
+    assert cpu_benchmark.direction(-1.0, 0.5) == "yes (removing it hurts)"
+    assert cpu_benchmark.direction(-0.3, 0.5) == "not resolved (within the seed spread)"
+    assert cpu_benchmark.direction(0.8, 0.5) == "no (removing it helps here)"
+
+
 def test_summary_is_mean_and_sample_standard_deviation_over_seeds():
     summary = summarise({"synseg": [40.0, 42.0, 44.0], "maskclip": [30.0]})
     assert summary["synseg"] == {"mean": 42.0, "std": 2.0, "n": 3}
@@ -70,7 +76,7 @@ def test_results_table_shows_deltas_and_the_paper_direction():
     assert "| SynSeg (MCCL + FSS) | 42.00 ± 2.00 | 3 | 40.00, 42.00, 44.00 | 50.00 |  | 0.750 / 0.250 |" in text
     assert "| SynSeg w/o L_sep | 36.00 ± 1.00 | 3 | 35.00, 36.00, 37.00 | 50.00 | -6.00 | 0.750 / 0.250 |" in text
     assert "| L_sep | -6.00 (± 1.00) | -2.2 / -3.9 / -2.7 | yes (removing it hurts) |" in text
-    assert "| L_align | +1.00 (± 0.00) | -0.4 / -0.7 / -0.4 | no (removing it does not hurt here) |" in text
+    assert "| L_align | +1.00 (± 0.00) | -0.4 / -0.7 / -0.4 | not resolved (within the seed spread) |" in text
     assert "- SynSeg beats the training-free MaskCLIP baseline (42.00 vs 30.00, Δ +12.00)." in text
     assert "Wall time: 30.0 min in 2 invocation(s)" in text and "| 2026-01-01 11:00 UTC | 10.0 | 0.5 | 1.0 |" in text
 
