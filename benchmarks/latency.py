@@ -234,56 +234,53 @@ def _inputs(model: SynSeg, size: tuple[int, int], args: argparse.Namespace) -> t
 
 
 def measure_grid(model: SynSeg, args: argparse.Namespace) -> tuple[list[Row], dict[str, np.ndarray]]:
-    """Every backend x size x K (and the bare encoder); also the K=20 logits at the first size, per backend."""
+    """Every backend x size x K (and the bare encoder); also the K=20 logits at the first size, per backend.
+
+    One backend is alive at a time (at 448 px and K = 100 one backend's working set is gigabytes); its encoder
+    and K runs are interleaved, so the encoder and K ratios of a backend see the same machine load.
+    """
     rows = []
     agreement: dict[str, np.ndarray] = {}
     sync = _sync(args.device)
     for size in args.sizes:
         pixels, text = _inputs(model, size, args)
         single = pixels[:1]
-        backends = {name: make_backend(name, model, size, args) for name in args.backends}
-        jobs: dict[tuple[str, str | int], Callable[[], object]] = {}
-        for name, backend in backends.items():
-            jobs[name, "encoder"] = partial(_encoder(backend, model), single)
+        for name in args.backends:
+            backend = make_backend(name, model, size, args)
+            jobs: dict[str | int, Callable[[], object]] = {"encoder": partial(_encoder(backend, model), single)}
             for classes in args.classes:
-                jobs[name, classes] = partial(backend.infer, single, text[:classes])
+                jobs[classes] = partial(backend.infer, single, text[:classes])
             if args.batch > 1:
-                jobs[name, "batch"] = partial(backend.infer, pixels, text[:VOCABULARY_CLASSES])
-        log.info("timing %s at %dx%d, K=%s", ", ".join(backends), *size, args.classes)
-        times = interleaved_medians(jobs, args.warmup, args.repeats, sync)
-        for name, backend in backends.items():
-            memory = _memory(name, backend, jobs, size, args)
-            for classes in args.classes:
-                batched = args.batch > 1 and classes == VOCABULARY_CLASSES
-                fps = args.batch * 1000 / times[name, "batch"] if batched else 1000 / times[name, classes]
-                rows.append(Row(
-                    backend=name, device=args.device, precision=backend.precision, size=f"{size[0]}x{size[1]}",
-                    classes=classes, latency_ms=round(times[name, classes], 2), fps=round(fps, 2),
-                    batch=args.batch if batched else 1, peak_memory_mb=_round(memory.get(classes)),
-                    encoder_ms=round(times[name, "encoder"], 2),
-                ))
-                log.info("  %s K=%d: %.1f ms (encoder %.1f ms)", name, classes, times[name, classes], times[name, "encoder"])
+                jobs["batch"] = partial(backend.infer, pixels, text[:VOCABULARY_CLASSES])
+            log.info("timing %s at %dx%d, K=%s", name, *size, args.classes)
+            times = interleaved_medians(jobs, args.warmup, args.repeats, sync)
+            memory = _cuda_memory(backend, jobs, args) if args.memory and args.device.startswith("cuda") else {}
             if size == args.sizes[0] and VOCABULARY_CLASSES <= max(args.classes):
                 agreement[name] = backend.infer(single, text[:VOCABULARY_CLASSES])
-        for backend in backends.values():
             backend.close()
+            if args.memory and not args.device.startswith("cuda"):
+                memory = _memory_in_subprocess(name, size, args)
+            for classes in args.classes:
+                batched = args.batch > 1 and classes == VOCABULARY_CLASSES
+                fps = args.batch * 1000 / times["batch"] if batched else 1000 / times[classes]
+                rows.append(Row(
+                    backend=name, device=args.device, precision=backend.precision, size=f"{size[0]}x{size[1]}",
+                    classes=classes, latency_ms=round(times[classes], 2), fps=round(fps, 2),
+                    batch=args.batch if batched else 1, peak_memory_mb=_round(memory.get(classes)),
+                    encoder_ms=round(times["encoder"], 2),
+                ))
+                log.info("  %s K=%d: %.1f ms (encoder %.1f ms)", name, classes, times[classes], times["encoder"])
     return rows, agreement
 
 
-def _memory(
-    name: str, backend: Backend, jobs: dict[tuple[str, str | int], Callable[[], object]], size: tuple[int, int], args: argparse.Namespace
-) -> dict[int, float]:
-    """Peak memory per K: PyTorch's CUDA peak in this process, or CPU RSS growth in a fresh one."""
-    if not args.memory:
-        return {}
-    if not args.device.startswith("cuda"):
-        return _memory_in_subprocess(name, size, args)
+def _cuda_memory(backend: Backend, jobs: dict[str | int, Callable[[], object]], args: argparse.Namespace) -> dict[int, float]:
+    """PyTorch's peak CUDA allocation per K (onnxruntime and TensorRT allocate outside its accounting)."""
     if not isinstance(backend, (TorchBackend, CudaGraphBackend)):
-        return {}  # onnxruntime/TensorRT allocate outside PyTorch's accounting
+        return {}
     peaks = {}
     for classes in args.classes:
         torch.cuda.reset_peak_memory_stats()
-        jobs[name, classes]()
+        jobs[classes]()
         torch.cuda.synchronize()
         peaks[classes] = torch.cuda.max_memory_allocated() / 2**20
     return peaks

@@ -33,6 +33,7 @@ class SynSegConfig:
     cond_layer: int = 0
     cond_scale: float = 1.0
     projector_hidden: int = 0
+    fss_source: str = "conditional"
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
@@ -51,6 +52,8 @@ class SynSegConfig:
             raise ValueError(f"extract_layers must be strictly increasing, got {self.extract_layers}")
         if not 0 <= self.cond_layer < len(self.extract_layers):
             raise ValueError(f"cond_layer {self.cond_layer} outside 0..{len(self.extract_layers) - 1}")
+        if self.fss_source not in ("conditional", "visual"):
+            raise ValueError(f"fss_source must be 'conditional' or 'visual', got {self.fss_source!r}")
         if self.reduce_dim % self.decoder_heads:
             raise ValueError(f"reduce_dim {self.reduce_dim} not divisible by decoder_heads {self.decoder_heads}")
 

@@ -14,6 +14,7 @@ from synseg_core.model.film import FiLM
 class DecoderOutput:
     logits: torch.Tensor  # [B, K, H, W] activation-map logits A_c; S_c = sigmoid(A_c)
     conditional: torch.Tensor  # [B, K, D, h, w] FiLM output Z_c without CLS (the "conditional visual vector")
+    visual: torch.Tensor  # [B, D, h, w] the same tokens just before FiLM: reduced visual features, text-free
 
 
 class Decoder(nn.Module):
@@ -67,18 +68,21 @@ class Decoder(nn.Module):
         cond = text.reshape(batch * num_classes, -1)
         state: torch.Tensor | None = None
         conditional: torch.Tensor | None = None
+        visual: torch.Tensor | None = None
         for index, (activation, reduce, layer) in enumerate(zip(reversed(activations), self.reduces, self.layers)):
             # The reduction is per image; broadcasting it over the K categories avoids K identical matmuls.
             reduced = reduce(activation)
             reduced = reduced.unsqueeze(1).expand(-1, num_classes, -1, -1).reshape(batch * num_classes, *reduced.shape[1:])
             state = reduced if state is None else reduced + state
             if index == self.cond_layer:
+                visual = state.reshape(batch, num_classes, *state.shape[1:])[:, 0]  # text-free, same for every k
                 state = self.film(state, cond)
                 conditional = state
             state = layer(state)
-        assert state is not None and conditional is not None
+        assert state is not None and conditional is not None and visual is not None
         height, width = grid
         tokens = state[:, 1:].transpose(1, 2).reshape(batch * num_classes, -1, height, width)
         logits = self.head(tokens).reshape(batch, num_classes, height * self.patch_size, width * self.patch_size)
         conditional = conditional[:, 1:].transpose(1, 2).reshape(batch, num_classes, -1, height, width)
-        return DecoderOutput(logits=logits, conditional=conditional)
+        visual = visual[:, 1:].transpose(1, 2).reshape(batch, -1, height, width)
+        return DecoderOutput(logits=logits, conditional=conditional, visual=visual)

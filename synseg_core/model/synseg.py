@@ -76,8 +76,17 @@ class SynSeg(nn.Module):
         return self.decode(self.encode_image(images), text).logits
 
     def synergy(self, output: DecoderOutput) -> SynergyFeatures:
-        """FSS synergy features of a decoder output (training only)."""
-        return synergy_features(self.projector, output.conditional, output.logits)
+        """FSS synergy features of a decoder output (training only).
+
+        ``fss_source="conditional"`` projects the FiLM output Z_c (the paper's wording);
+        ``"visual"`` projects the text-free features before FiLM, so a category can change its
+        synergy features only through where its activation map S_c puts weight.
+        """
+        if self.config.fss_source == "visual":
+            features = output.visual.unsqueeze(1).expand(-1, output.logits.shape[1], -1, -1, -1)
+        else:
+            features = output.conditional
+        return synergy_features(self.projector, features, output.logits)
 
 
 def create_model(config: "str | SynSegConfig | dict" = "vit-b-16", seed: int | None = None, **overrides: object) -> SynSeg:
