@@ -1,6 +1,6 @@
 """The CPU benchmark: does SynSeg's MCCL + FSS learn to segment from captions alone, at toy scale?
 
-    python -m benchmarks.cpu_benchmark              # the full run (about 30-45 min on 2 quiet cores)
+    python -m benchmarks.cpu_benchmark              # the full run (50 min measured on 2 busy cores: docs/RESULTS.md)
     python -m benchmarks.cpu_benchmark --quick      # a smoke-sized run of every step (a few minutes)
 
 Mirrors the paper's setup on procedural scenes (``synseg_core.data.synthetic``):
@@ -94,6 +94,9 @@ METHODS = (
     Method("maskclip", "MaskCLIP (training-free dense CLIP)", (), trained=False),
     Method("infonce", "Single-category InfoNCE (caption-level, TCL/GroupViT-style)", ("loss.name=single_infonce",)),
     Method("synseg", "SynSeg (MCCL + FSS)", ("loss.name=mccl",)),
+    # Not in the paper: FSS pools the text-free features before FiLM (tests the FiLM shortcut; see the analysis).
+    Method("synseg_visual", "SynSeg, FSS on text-free features (fss_source=visual; not in the paper)",
+           ("loss.name=mccl", "model.overrides.fss_source=visual")),
     *(Method(f"no_{term}", f"SynSeg w/o L_{term}", ("loss.name=mccl", f"loss.weights.{term}=0"), removes=term) for term in ("align", "cont", "back", "sep")),
 )
 
@@ -244,6 +247,10 @@ def reading(summary: dict[str, dict[str, float]]) -> list[str]:
             if synseg["n"] < 2:
                 verdict = "scores above" if gap > 0 else "scores below"  # one seed: no spread to judge by
             notes.append(f"- SynSeg {verdict} {name} ({synseg['mean']:.2f} vs {summary[key]['mean']:.2f}, Δ {gap:+.2f}).")
+    if "synseg_visual" in summary:
+        variant = summary["synseg_visual"]
+        notes.append(f"- FSS on text-free features (not in the paper): {variant['mean']:.2f} ± {variant['std']:.2f} "
+                     f"vs SynSeg {synseg['mean']:.2f} ± {synseg['std']:.2f}.")
     ablations = {m.removes: summary[m.key]["mean"] - synseg["mean"] for m in METHODS if m.removes and m.key in summary}
     if ablations:
         helpful = [t for t, d in ablations.items() if d < 0]

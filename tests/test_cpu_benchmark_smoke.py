@@ -41,6 +41,12 @@ def test_an_ablation_run_zeroes_exactly_its_term_and_uses_the_frozen_stage1_clip
     assert stage2_command(METHOD["infonce"], 0, QUICK, tmp_path, tmp_path, tmp_path, resume=True)[-2:] == ["loss.name=single_infonce", "--resume"]
 
 
+def test_the_text_free_fss_variant_adds_its_option_to_the_benchmark_clip_config(tmp_path):
+    command = stage2_command(METHOD["synseg_visual"], 0, QUICK, tmp_path, tmp_path, tmp_path, resume=False)
+    clip = next(i for i, arg in enumerate(command) if arg.startswith("model.overrides={"))
+    assert command.index("model.overrides.fss_source=visual") > clip  # refines the dict, does not replace it
+
+
 def test_a_finished_stage2_run_is_not_trained_again(tmp_path, monkeypatch):
     model = tmp_path / "runs" / "synseg_seed0" / "model"
     model.mkdir(parents=True)
