@@ -7,7 +7,7 @@ scripts/setup_env.sh
 export HF_HUB_OFFLINE=1
 ARGS=("$@")
 if [[ " $* " != *" --vocabulary "* && " $* " != *" -v "* ]]; then
-    ARGS=(--vocabulary "star,ring,triangle,striped floor,grass" "${ARGS[@]}")
+    ARGS=(--vocabulary "star,ring,triangle,circle,floor,grass,sky,brick wall" "${ARGS[@]}")
 fi
 "${SYNSEG_VENV:-.venv}/bin/python" -m synseg_core.segment --out demo_out "${ARGS[@]}"
 echo "Overlays written to demo_out/ (open demo_out/*_overlay.png)"
