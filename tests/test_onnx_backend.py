@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -65,6 +66,13 @@ def test_vocabularies_beyond_max_classes_are_decoded_in_chunks(square, tiny_mode
     assert np.abs(backend.infer(pixels, text) - expected).max() <= 1e-3
 
 
+def test_a_smaller_chunk_size_bounds_memory_without_changing_logits(square, tiny_model):
+    pixels, text = _inputs(tiny_model, (64, 64), 20)
+    chunked = OnnxBackend(square, max_classes=8)
+    assert chunked.max_classes == 8
+    np.testing.assert_allclose(chunked.infer(pixels, text), OnnxBackend(square).infer(pixels, text), atol=1e-5)
+
+
 def test_a_new_vocabulary_needs_no_new_session(square, tiny_model):
     backend = OnnxBackend(square)
     sessions = (backend._image, backend._decoder)
@@ -99,6 +107,15 @@ def test_an_export_of_older_weights_is_redone(tmp_path, square, caplog):
         Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy")
     assert "exported from other weights" in caplog.text
     assert read_export(checkpoint / "onnx" / "64x64_fp32").weights_sha256 == weights_sha256(retrained)
+
+
+def test_a_read_only_checkpoint_exports_into_the_user_cache(tmp_path, tiny_model, monkeypatch):
+    checkpoint = save_model(tiny_model, tmp_path / "ckpt")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("synseg_core.runtime.onnx_backend.os.access", lambda path, mode: Path(path) != checkpoint)
+    backend = Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy").backend
+    assert backend.directory == tmp_path / "cache" / "synseg" / "onnx" / weights_sha256(tiny_model)[:16] / "64x64_fp32"
+    assert not (checkpoint / "onnx").exists()
 
 
 def test_an_explicit_export_of_other_weights_is_refused(tmp_path, square):

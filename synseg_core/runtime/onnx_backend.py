@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -283,6 +284,10 @@ def create_session(path: Path, providers: list[Any], threads: int | None = None,
 class OnnxBackend(Backend):
     """Runs ``image_encoder.onnx`` then ``decoder.onnx``; the activations stay on the execution device.
 
+    ``max_classes`` (default: the export's) is how many words one decoder call takes; longer vocabularies are
+    decoded in chunks. Lower it to bound memory: the decoder's working set grows linearly with it (about
+    8 GB for 100 words at 640x480 with the ViT-B/16 preset).
+
     ``device`` 'cpu' or 'cuda[:N]' picks execution providers (``providers`` overrides them, e.g. to add
     'TensorrtExecutionProvider'). FP16 exports are meant for CUDA/TensorRT; on the CPU they run with graph
     optimisation off, because onnxruntime's CPU optimiser crashes on FP16 CLIP graphs and CPUs gain nothing.
@@ -296,12 +301,14 @@ class OnnxBackend(Backend):
         device: str = "cpu",
         providers: list[Any] | None = None,
         threads: int | None = None,
+        max_classes: int | None = None,
         verify: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.meta = read_export(self.directory, verify=verify)
         self.precision = self.meta.precision
         self.input_size = self.meta.input_size
+        self.max_classes = max_classes or self.meta.max_classes
         chosen, self._io_device, self._device_id = select_providers(device, providers)
         optimize = not (self.precision == "fp16" and self._io_device == "cpu")
         if not optimize:
@@ -331,7 +338,7 @@ class OnnxBackend(Backend):
 
     def infer(self, pixels: np.ndarray, text: np.ndarray) -> np.ndarray:
         check_inputs(pixels, text, self.meta.input_size, self.meta.text_dim)
-        logits = run_chunked(pixels, text, pixels.shape[0], self.meta.max_classes, self.encode_image, self.decode)
+        logits = run_chunked(pixels, text, pixels.shape[0], self.max_classes, self.encode_image, self.decode)
         return check_logits(logits, self.name)
 
     def close(self) -> None:
@@ -350,7 +357,8 @@ def prepare_export(
     """The export folder for a checkpoint: checked against its weights, (re-)exported on first use.
 
     ``onnx_dir`` names an explicit folder, which is only ever checked, never rewritten; the default folder
-    (``default_export_dir``) is exported when missing or stale, with a log line.
+    (``default_export_dir``, or under ``user_cache_dir()`` when the checkpoint folder is read-only) is
+    exported when missing or stale, with a log line.
     """
     from synseg_core.export import export_onnx, weights_sha256
 
@@ -360,22 +368,29 @@ def prepare_export(
         meta = read_export(target)
         check_export(meta, target, weights_sha256=weights, input_size=input_size, precision=precision)
         return target
-    target = default_export_dir(directory, input_size, precision)
+    local = default_export_dir(directory, input_size, precision)
+    # A read-only checkpoint (an installed package, a read-only mount) gets its export in the user's cache.
+    target = local if os.access(directory, os.W_OK) else user_cache_dir() / "onnx" / weights[:16] / local.name
     reason = None
-    if not (target / METADATA_NAME).is_file():
-        reason = "no ONNX export yet"
-    else:
+    for candidate in dict.fromkeys([local, target]):
+        if not (candidate / METADATA_NAME).is_file():
+            reason = reason or "no ONNX export yet"
+            continue
         try:
-            check_export(read_export(target), target, weights_sha256=weights, input_size=input_size, precision=precision)
+            check_export(read_export(candidate), candidate, weights_sha256=weights, input_size=input_size, precision=precision)
+            return candidate
         except ExportError as exc:
             reason = f"the export is unusable ({exc})"
-    if reason is None:
-        return target
     if not export_if_missing:
         raise ExportError(f"{target}: {reason}; run python -m synseg_core.export {directory} --input-size {input_size[0]}x{input_size[1]} --precision {precision}")
     log.info("%s: %s; exporting it now (one-time, may take a minute)", target, reason)
     export_onnx(model, target, input_size=input_size, precision=precision, exporter=exporter, source_checkpoint=directory)
     return target
+
+
+def user_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/synseg, else ~/.cache/synseg."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synseg"
 
 
 def from_checkpoint(
@@ -389,6 +404,7 @@ def from_checkpoint(
     exporter: str = "dynamo",
     providers: list[Any] | None = None,
     threads: int | None = None,
+    max_classes: int | None = None,
     **_: object,
 ) -> OnnxBackend:
     """The factory ``Segmenter.from_checkpoint(..., backend="onnxruntime")`` calls.
@@ -397,7 +413,7 @@ def from_checkpoint(
     """
     size = as_size(input_size or model.config.image_size)
     target = prepare_export(Path(directory), model, size, precision, onnx_dir, export_if_missing, exporter)
-    return OnnxBackend(target, device=device, providers=providers, threads=threads)
+    return OnnxBackend(target, device=device, providers=providers, threads=threads, max_classes=max_classes)
 
 
 def segmenter_from_export(
