@@ -124,6 +124,16 @@ def test_an_explicit_export_of_other_weights_is_refused(tmp_path, square):
         Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", onnx_dir=square)
 
 
+def test_the_ros_engine_path_may_name_a_file_in_the_export_folder(tiny_checkpoint, square):
+    segmenter = Segmenter.from_checkpoint(tiny_checkpoint, backend="onnxruntime", engine_path=square / "decoder.onnx")
+    assert segmenter.backend.directory == square
+
+
+def test_an_unknown_backend_option_is_an_error_not_ignored(tiny_checkpoint, square):
+    with pytest.raises(TypeError, match="engine_file"):
+        Segmenter.from_checkpoint(tiny_checkpoint, backend="onnxruntime", onnx_dir=square, engine_file="x")
+
+
 def test_an_explicit_export_for_another_size_is_refused(tiny_checkpoint, square):
     with pytest.raises(ExportError, match="exported for input size 64x64, not 96x96"):
         Segmenter.from_checkpoint(tiny_checkpoint, backend="onnxruntime", onnx_dir=square, input_size=96)

@@ -345,10 +345,16 @@ class OnnxBackend(Backend):
         self._image = self._decoder = None
 
 
+def export_folder(path: str | Path) -> Path:
+    """An export folder given as itself or as a file inside it (export.json, decoder.onnx, ...)."""
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
 def prepare_export(
     directory: Path,
     model: SynSeg,
-    input_size: tuple[int, int],
+    input_size: tuple[int, int] | int | None,
     precision: str,
     onnx_dir: str | Path | None = None,
     export_if_missing: bool = True,
@@ -356,15 +362,17 @@ def prepare_export(
 ) -> Path:
     """The export folder for a checkpoint: checked against its weights, (re-)exported on first use.
 
-    ``onnx_dir`` names an explicit folder, which is only ever checked, never rewritten; the default folder
-    (``default_export_dir``, or under ``user_cache_dir()`` when the checkpoint folder is read-only) is
-    exported when missing or stale, with a log line.
+    ``input_size`` defaults to the model's. ``onnx_dir`` names an explicit folder (or a file in it), which is
+    only ever checked, never rewritten; the default folder (``default_export_dir``, or under
+    ``user_cache_dir()`` when the checkpoint folder is read-only) is exported when missing or stale, with a
+    log line.
     """
     from synseg_core.export import export_onnx, weights_sha256
 
+    input_size = as_size(input_size or model.config.image_size)
     weights = weights_sha256(model)
-    if onnx_dir is not None:
-        target = Path(onnx_dir)
+    if onnx_dir:
+        target = export_folder(onnx_dir)
         meta = read_export(target)
         check_export(meta, target, weights_sha256=weights, input_size=input_size, precision=precision)
         return target
@@ -400,19 +408,20 @@ def from_checkpoint(
     precision: str = "fp32",
     input_size: tuple[int, int] | int | None = None,
     onnx_dir: str | Path | None = None,
+    engine_path: str | Path | None = None,
     export_if_missing: bool = True,
     exporter: str = "dynamo",
     providers: list[Any] | None = None,
     threads: int | None = None,
     max_classes: int | None = None,
-    **_: object,
 ) -> OnnxBackend:
     """The factory ``Segmenter.from_checkpoint(..., backend="onnxruntime")`` calls.
 
-    Uses ``onnx_dir`` if given, else CKPT/onnx/<H>x<W>_<precision>, exporting it (with ``exporter``) on first use.
+    Uses ``onnx_dir`` if given, else CKPT/onnx/<H>x<W>_<precision>, exporting it (with ``exporter``) on first
+    use. ``engine_path`` (the ROS node's parameter name) is the same as ``onnx_dir`` and may also name a file
+    inside the export folder.
     """
-    size = as_size(input_size or model.config.image_size)
-    target = prepare_export(Path(directory), model, size, precision, onnx_dir, export_if_missing, exporter)
+    target = prepare_export(Path(directory), model, input_size, precision, onnx_dir or engine_path, export_if_missing, exporter)
     return OnnxBackend(target, device=device, providers=providers, threads=threads, max_classes=max_classes)
 
 

@@ -40,7 +40,6 @@ from synseg_core.runtime.onnx_backend import (
     TEXT,
     ExportError,
     ExportMetadata,
-    as_size,
     check_inputs,
     check_logits,
     prepare_export,
@@ -345,6 +344,7 @@ def from_checkpoint(
     precision: str = "fp16",
     input_size: tuple[int, int] | int | None = None,
     onnx_dir: str | Path | None = None,
+    engine_path: str | Path | None = None,
     export_if_missing: bool = True,
     exporter: str = "dynamo",
     **options: Any,
@@ -352,12 +352,13 @@ def from_checkpoint(
     """The factory ``Segmenter.from_checkpoint(..., backend="tensorrt")`` calls.
 
     Finds (or on first use writes) the ONNX export like the onnxruntime backend, then builds or loads the
-    engines. ``options`` go to TensorRTBackend (max_batch, max_classes, opt_classes, workspace_gib, ...).
+    engines (cached in the export's engines/ folder). ``engine_path`` (the ROS node's parameter name) is the
+    same as ``onnx_dir`` and may name a file inside the export folder. ``options`` go to TensorRTBackend
+    (max_batch, max_classes, opt_classes, workspace_gib, cache_dir, allow_build, ...).
     """
     require_tensorrt()
     cuda_device(device)  # before a possibly long export
-    size = as_size(input_size or model.config.image_size)
-    target = prepare_export(Path(directory), model, size, precision, onnx_dir, export_if_missing, exporter)
+    target = prepare_export(Path(directory), model, input_size, precision, onnx_dir or engine_path, export_if_missing, exporter)
     return TensorRTBackend(target, device=device, **options)
 
 
