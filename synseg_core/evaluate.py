@@ -7,7 +7,9 @@ sclip), PAMR on/off, the background score and the dataset variant (e.g.
 context59 vs context60) are recorded with every number.
 
 Under ``torchrun`` each process scores a shard of the images and the confusion
-matrices are summed exactly (gloo on CPU): the result equals a one-process run.
+matrices are summed exactly (gloo on CPU, NCCL with ``--device cuda``, which
+means each process's own GPU, ``cuda:LOCAL_RANK``): the result equals a
+one-process run.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from synseg_core.checkpoint import CheckpointError
 from synseg_core.data.benchmarks import get_dataset, list_datasets
@@ -33,10 +37,10 @@ log = logging.getLogger("synseg.evaluate")
 METHODS = ("synseg", "maskclip")
 
 
-def build_segmenter(args: argparse.Namespace) -> Segmenter:
-    """The model to score, on the requested backend; MaskCLIP runs on the checkpoint's (or file's) CLIP towers."""
+def build_segmenter(args: argparse.Namespace, device: str) -> Segmenter:
+    """The model to score on ``device``, on the requested backend; MaskCLIP runs on the checkpoint's (or file's) CLIP towers."""
     if args.method == "synseg":
-        return Segmenter.from_checkpoint(args.checkpoint, backend=args.backend, device=args.device, precision=args.precision)
+        return Segmenter.from_checkpoint(args.checkpoint, backend=args.backend, device=device, precision=args.precision)
     from synseg_core.baselines.maskclip import maskclip_segmenter
     from synseg_core.checkpoint import load_model
     from synseg_core.model.synseg import create_model
@@ -46,7 +50,7 @@ def build_segmenter(args: argparse.Namespace) -> Segmenter:
         model = load_model(args.checkpoint)
     else:
         model = load_clip_weights(create_model(args.preset), args.clip_weights)
-    return maskclip_segmenter(model.to(args.device), device=args.device)
+    return maskclip_segmenter(model.to(device), device=device)
 
 
 def build_protocol(args: argparse.Namespace) -> Protocol:
@@ -90,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride", type=int, help="sliding-window stride in pixels (default: the protocol's)")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per backend call (default: %(default)s)")
     parser.add_argument("--backend", default="torch", choices=list_backends(), help="inference backend for synseg (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK) or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", help="backend precision: fp32, fp16, bf16, int8 ... (default: %(default)s)")
     parser.add_argument("--max-images", type=int, help="score only the first N images (a quick check; recorded in results.json)")
     parser.add_argument("--overlays", type=int, default=8, help="images in overlays.png (default: %(default)s)")
@@ -106,13 +110,18 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--method maskclip needs --checkpoint (its CLIP towers are used) or --clip-weights")
     if args.method == "maskclip" and args.backend != "torch":
         parser.error("the MaskCLIP baseline runs on the torch backend only")
+    try:
+        torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device {args.device}: {exc}")
 
 
 def run(args: argparse.Namespace, shard: Shard) -> dict[str, Any] | None:
     protocol = build_protocol(args)
     dataset = get_dataset(args.dataset, args.data_root, split=args.split)
-    segmenter = build_segmenter(args)
-    refine = pamr_refiner(args.device) if protocol.pamr else None
+    device = str(shard.device)
+    segmenter = build_segmenter(args, device)
+    refine = pamr_refiner(device) if protocol.pamr else None
     inference = SlidingWindow(segmenter, protocol, refine=refine, batch_size=args.batch_size)
     if shard.is_main:
         log.info("%s: %s", args.dataset, dataset)
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    shard = init_from_environment("nccl" if args.device.startswith("cuda") else "gloo")
+    shard = init_from_environment(args.device)
     try:
         results = run(args, shard)
     except (DatasetError, CheckpointError, FileNotFoundError) as exc:

@@ -1,7 +1,12 @@
-"""Caption training data: JSONL manifests, img2dataset tar shards, skipping, batching, exact resume."""
+"""Caption training data: JSONL manifests, img2dataset tar shards (files, pipes, URLs), skipping, batching, exact resume."""
+import functools
+import http.server
 import io
 import json
+import shlex
 import tarfile
+import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -14,6 +19,7 @@ from synseg_core.data.captions import (
     CaptionSample,
     JsonlCaptions,
     ResizeToTensor,
+    ShardError,
     TarCaptions,
     build_category_index,
     collate_captions,
@@ -22,6 +28,7 @@ from synseg_core.data.captions import (
     load_caption_dataset,
 )
 from synseg_core.text.categories import CategoryExtractor
+from synseg_core.training.data import build_loader
 
 RULES = CategoryExtractor(backend="rules")
 
@@ -211,17 +218,86 @@ def uneven_shards(tmp_path):
     return str(tmp_path / "*.tar"), good
 
 
+def piped(folder):
+    """The shards of ``uneven_shards`` as one brace pattern of ``pipe:cat`` commands."""
+    return f"pipe:cat {shlex.quote(str(folder))}/{{000..004}}.tar"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def shard_server(tmp_path):
+    """A localhost HTTP server thread serving ``tmp_path``; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def train_load(source, num_workers=0):
+    """One epoch of the training loader: (member key, caption) per sample, and the images [N, 3, 8, 8]."""
+    loader = build_loader(source, image_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, batch_size=2, num_workers=num_workers,
+                          seed=3, max_categories=8, category_backend="rules")
+    batches = list(loader)
+    samples = [(key.rsplit("/", 1)[-1], caption) for b in batches for key, caption in zip(b.keys, b.captions, strict=True)]
+    return samples, torch.cat([b.images for b in batches])
+
+
+@pytest.mark.parametrize("kind", ["pipe", "http"])
+def test_remote_shards_train_load_the_same_samples_as_the_local_files(tmp_path, shard_server, kind):
+    local, total = uneven_shards(tmp_path)
+    remote = piped(tmp_path) if kind == "pipe" else f"{shard_server}/{{000..004}}.tar"
+    samples, images = train_load(local, num_workers=2)
+    remote_samples, remote_images = train_load(remote, num_workers=2)
+    assert len(samples) == total
+    assert remote_samples == samples
+    assert torch.equal(remote_images, images)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("pipe", r"'pipe:cat .*absent\.tar': the command exited with status 1: cat: .*absent\.tar"),
+    ("http", r"absent\.tar' is unreachable: HTTP 404"),
+])
+def test_a_remote_shard_that_cannot_be_fetched_is_an_error_naming_it_and_the_reason(tmp_path, shard_server, kind, reason):
+    shard = f"pipe:cat {tmp_path}/absent.tar" if kind == "pipe" else f"{shard_server}/absent.tar"
+    with pytest.raises(ShardError, match=reason):
+        list(TarCaptions(shard, extractor=RULES))
+
+
+def test_a_truncated_piped_shard_is_counted_like_a_truncated_file(tmp_path):
+    write_shard(tmp_path / "full.tar", [(f"k{i}", {"jpg": jpeg_bytes(), "txt": b"a dog"}) for i in range(3)])
+    dataset = TarCaptions([f"pipe:head -c 1200 {tmp_path}/full.tar", tmp_path / "full.tar"], extractor=RULES, shuffle=False)
+    assert len(list(dataset)) == 3
+    assert dataset.stats.skipped["bad_shard"] == 1
+
+
+def test_a_reader_that_stops_early_ends_the_pipe_command(tmp_path):
+    write_shard(tmp_path / "a.tar", [(f"k{i}", {"jpg": jpeg_bytes(), "txt": b"a dog"}) for i in range(2)])
+    finished = tmp_path / "finished"
+    samples = iter(TarCaptions(f"pipe:cat {tmp_path}/a.tar; sleep 1; touch {finished}", extractor=RULES, shuffle=False))
+    next(samples)  # arrives before the command ends
+    samples.close()
+    time.sleep(2)
+    assert not finished.exists()
+
+
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("source", ["jsonl", "tar"])
+@pytest.mark.parametrize("source", ["jsonl", "tar", "pipe"])
 def test_loader_resumes_exactly_mid_epoch(tmp_path, source, num_workers):
     if source == "jsonl":
         data, total = good_manifest(tmp_path, 11), 11
     else:
         data, total = uneven_shards(tmp_path)
+        data = piped(tmp_path) if source == "pipe" else data
 
     def make_loader():
         dataset = load_caption_dataset(data, transform=ResizeToTensor(8), extractor=RULES, seed=3)
-        if source == "tar":
+        if source != "jsonl":
             dataset.shuffle_buffer = 3
         return CaptionLoader(dataset, batch_size=2, num_workers=num_workers)
 

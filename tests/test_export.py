@@ -9,7 +9,7 @@ import open_clip
 import pytest
 import torch
 
-from synseg_core import save_model
+from synseg_core import create_model, save_model
 from synseg_core.export import export_onnx, main, weights_sha256
 from synseg_core.runtime.onnx_backend import ExportError, read_export, segmenter_from_export, sha256_file
 from synseg_core.runtime.onnx_text import ClipTokenizer, OnnxTextEmbedder
@@ -154,8 +154,14 @@ def test_opset_below_17_is_refused(tmp_path, tiny_model):
         export_onnx(tiny_model, tmp_path / "x", opset=16)
 
 
-def test_export_leaves_the_model_in_eval_mode(direct_export, tiny_model):
-    assert not any(m.training for m in tiny_model.modules())
+def test_export_runs_in_eval_mode_and_gives_the_caller_back_a_model_in_training_mode(tmp_path):
+    model = create_model("tiny", seed=0).train()
+    modes = []
+    model.decoder.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    export_onnx(model, tmp_path / "exp", exporter="legacy", check=False)
+    assert modes and not any(modes)  # the graphs were traced without dropout
+    assert model.training and model.decoder.training
+    assert not model.image_encoder.training  # frozen towers stay in eval by construction
 
 
 def test_metadata_from_another_format_version_is_refused(exported, tmp_path):

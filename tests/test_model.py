@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from synseg_core import create_model
 from synseg_core.config import SynSegConfig, get_config
@@ -59,6 +60,16 @@ def test_positional_embedding_is_interpolated_for_other_grids(tiny_model):
     pos = tiny_model.image_encoder.positional_embedding((8, 6), torch.device("cpu"), torch.float32)
     assert pos.shape == (1 + 48, 96)
     assert torch.equal(pos[0], tiny_model.image_encoder.visual.positional_embedding[0])  # CLS untouched
+
+
+@pytest.mark.parametrize("grid", [(8, 6), (3, 2)], ids=["upsampled", "downsampled"])
+def test_interpolated_positional_embedding_is_the_bicubic_resampling_of_the_patch_grid(tiny_model, grid):
+    native = tiny_model.image_encoder.visual.positional_embedding  # [1 + 4*4, 96]: CLS, then patches row by row
+    image = native[1:].T.reshape(1, 96, 4, 4)  # channels-first view of the 4x4 patch grid
+    expected = F.interpolate(image, size=grid, mode="bicubic", align_corners=False).reshape(96, -1).T
+    pos = tiny_model.image_encoder.positional_embedding(grid, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(pos[1:], expected)
+    assert not torch.allclose(expected, F.interpolate(image, size=grid, mode="bilinear", align_corners=False).reshape(96, -1).T)
 
 
 def test_input_size_not_a_multiple_of_the_patch_is_refused(tiny_model):

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from synseg_core import save_model
 from synseg_core.segment import main
 
 
@@ -51,6 +52,16 @@ def test_empty_vocabulary_exits_with_a_message(images, tmp_path, caplog):
 def test_broken_checkpoint_exits_with_a_message(images, tmp_path, caplog):
     assert main([str(images[0]), "-v", "door", "-c", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")]) == 2
     assert "no such checkpoint directory" in caplog.text
+
+
+def test_checkpoint_naming_an_unknown_backbone_exits_with_a_message(images, tmp_path, tiny_model, caplog):
+    checkpoint = save_model(tiny_model, tmp_path / "ckpt")
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "clip_model": "ViT-Nope-99", "clip_config": None}))
+    out = tmp_path / "o"
+    assert main([str(images[0]), "-v", "door", "-c", str(checkpoint), "-o", str(out)]) == 2
+    assert "cannot load the model" in caplog.text and "unknown CLIP backbone 'ViT-Nope-99'" in caplog.text
+    assert not out.exists()  # nothing is written for a model that did not load
 
 
 def test_help_teaches_with_an_example(capsys):

@@ -100,6 +100,28 @@ def test_unknown_backend_lists_the_choices(tiny_checkpoint):
         Segmenter.from_checkpoint(tiny_checkpoint, backend="magic")
 
 
+def test_an_unknown_torch_backend_option_is_an_error_not_ignored(tiny_checkpoint):
+    with pytest.raises(TypeError, match="engine_file"):
+        Segmenter.from_checkpoint(tiny_checkpoint, backend="torch", engine_file="x")
+
+
+def test_the_torch_backend_takes_an_empty_engine_path_and_refuses_a_given_one(tiny_checkpoint):
+    assert Segmenter.from_checkpoint(tiny_checkpoint, backend="torch", engine_path="", onnx_dir=None).backend_name == "torch"
+    with pytest.raises(ValueError, match="engine_path='model.engine' is for the onnxruntime and tensorrt backends"):
+        Segmenter.from_checkpoint(tiny_checkpoint, backend="torch", engine_path="model.engine")
+
+
+def test_inference_never_runs_the_fss_projector(tiny_model, monkeypatch):
+    def training_only(*args):
+        raise AssertionError("the FSS projector ran during inference")
+
+    monkeypatch.setattr(tiny_model.projector, "forward", training_only)
+    with pytest.raises(AssertionError, match="FSS projector"):  # the trap is live
+        tiny_model.projector(None)
+    out = Segmenter.from_model(tiny_model).segment(np.zeros((40, 56, 3), np.uint8), ["door", "chair"])
+    assert out.labels.shape == (40, 56)
+
+
 @pytest.mark.parametrize("words, message", [([], "empty"), (["a", "a"], "repeats")])
 def test_bad_vocabulary_is_refused_before_inference(tiny_model, words, message):
     backend = FixedLogits(np.zeros((1, 4, 4)))

@@ -40,21 +40,42 @@ def test_text_cache_does_not_serve_embeddings_of_the_old_weights(tmp_path):
     assert not torch.allclose(before, after)
 
 
-def test_openai_torchscript_archive_requires_quick_gelu(tmp_path):
-    class Holder(torch.nn.Module):
+def write_torchscript_archive(path, clip: CLIP) -> None:
+    """An OpenAI-style TorchScript archive: a traced module holding the CLIP's tensors under open_clip's names."""
+    class Archive(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.visual = trained_clip().visual
+            for name, child in clip.named_children():
+                self.add_module(name, child)
+            for name, parameter in clip.named_parameters(recurse=False):
+                self.register_parameter(name, parameter)
 
         def forward(self, x):
             return x
 
+    torch.jit.save(torch.jit.trace(Archive(), torch.zeros(1)), str(path))
+
+
+def test_openai_torchscript_archive_requires_quick_gelu(tmp_path):
     path = tmp_path / "ViT-tiny-openai.pt"
-    torch.jit.save(torch.jit.trace(Holder(), torch.zeros(1)), str(path))
+    write_torchscript_archive(path, trained_clip(quick_gelu=True))
     state, is_openai = read_state_dict(path)
     assert is_openai and "visual.conv1.weight" in state
     with pytest.raises(CheckpointError, match="QuickGELU"):
         load_clip_weights(create_model("tiny"), path)
+
+
+def test_openai_torchscript_archive_loads_into_a_quick_gelu_model(tmp_path):
+    clip = trained_clip(quick_gelu=True)
+    path = tmp_path / "ViT-tiny-openai.pt"
+    write_torchscript_archive(path, clip)
+    model = load_clip_weights(create_model("tiny", seed=0, quick_gelu=True), path)
+    torch.testing.assert_close(model.image_encoder.visual.conv1.weight, clip.visual.conv1.weight)
+    tokens = model.text_encoder.tokenizer(["a red star"])
+    with torch.no_grad():  # equal features also need the same activation: QuickGELU in both towers
+        torch.testing.assert_close(model.text_encoder(tokens), clip.encode_text(tokens))
+        visual = model.image_encoder.visual
+        torch.testing.assert_close(visual(torch.ones(1, 3, 64, 64)), clip.visual(torch.ones(1, 3, 64, 64)))
 
 
 def test_clip_file_of_another_size_is_refused(tmp_path):

@@ -8,10 +8,12 @@ Two sources, one sample type (``CaptionSample``: image tensor, caption, categori
 - ``TarCaptions``: tar shards as img2dataset writes them (``<key>.jpg`` + ``<key>.txt``,
   optional ``<key>.json`` whose ``"categories"`` also bypasses extraction), streamed with
   the standard library; shards given as paths, globs or brace patterns
-  (``"cc12m/{00000..01242}.tar"``).
+  (``"cc12m/{00000..01242}.tar"``), http(s) URLs or ``pipe:COMMAND`` (the command's stdout,
+  e.g. ``"pipe:aws s3 cp s3://bucket/{00000..01242}.tar -"``).
 
 Bad records (missing or corrupt image, empty caption, no usable noun, malformed line,
-unreadable shard) are skipped and counted, never raised. Order is a pure function of
+unreadable shard) are skipped and counted, never raised; a shard that cannot be fetched at all
+(failing pipe command, unreachable URL) raises ``ShardError``. Order is a pure function of
 ``(seed, epoch, num_workers, world_size)``. With ``rank``/``world_size`` (distributed
 training) every (rank, worker) pair reads its own share: each record goes to exactly one.
 ``CaptionLoader`` batches a source through a torch ``DataLoader`` and keeps the position
@@ -19,20 +21,29 @@ of every worker so that training resumes exactly mid-epoch from ``state_dict()``
 """
 from __future__ import annotations
 
+import contextlib
 import glob
+import http.client
 import io
 import itertools
 import json
 import logging
+import os
 import posixpath
 import re
+import signal
+import subprocess
 import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -50,6 +61,13 @@ NO_CATEGORY = "no_category"
 BAD_RECORD = "bad_record"
 BAD_SHARD = "bad_shard"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+PIPE = "pipe:"
+URL_SCHEMES = ("http://", "https://")
+URL_TIMEOUT_S = 60.0  # a stalled server fails the shard instead of hanging training
+
+
+class ShardError(RuntimeError):
+    """A remote shard that cannot be fetched at all: its pipe command failed or its URL is unreachable."""
 
 
 @dataclass
@@ -260,7 +278,9 @@ class TarCaptions(CaptionStream):
 
     Share ``s`` of ``S`` reads every S-th shard of the epoch's (seeded) shard order, so use at
     least as many shards as ranks x workers. With ``shuffle`` the samples also pass through a
-    seeded shuffle buffer of ``shuffle_buffer`` records per share.
+    seeded shuffle buffer of ``shuffle_buffer`` records per share. Shards are local files, http(s)
+    URLs or ``pipe:COMMAND`` (see ``expand_shards``), all read as forward-only streams: a resume
+    reads its share again up to its position, without decoding what it skips.
     """
 
     def __init__(self, shards: str | Path | Sequence[str | Path], transform: Callable[[Image.Image], Any] | None = None,
@@ -284,21 +304,27 @@ class TarCaptions(CaptionStream):
         return itertools.islice(groups, start, None)
 
 
-def expand_shards(shards: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Paths, globs and brace patterns (``{000..099}``, ``{a,b}``) -> existing shard files, in order."""
+def expand_shards(shards: str | Path | Sequence[str | Path]) -> list[str]:
+    """Paths, globs and brace patterns (``{000..099}``, ``{a,b}``) -> existing shard files, in order.
+
+    http(s) URLs and ``pipe:`` commands are brace-expanded only: whether they can be read shows when
+    they are read (checking would fetch every shard up front).
+    """
     patterns = [shards] if isinstance(shards, (str, Path)) else list(shards)
-    found: list[Path] = []
+    found: list[str] = []
     for pattern in patterns:
         for expanded in expand_braces(str(pattern)):
-            if glob.has_magic(expanded):
+            if expanded.startswith((PIPE, *URL_SCHEMES)):
+                found.append(expanded)
+            elif glob.has_magic(expanded):
                 matches = sorted(glob.glob(expanded))
                 if not matches:
                     raise FileNotFoundError(f"no shard matches {expanded!r}")
-                found += [Path(m) for m in matches]
+                found += matches
             elif not Path(expanded).is_file():
                 raise FileNotFoundError(f"shard {expanded} does not exist")
             else:
-                found.append(Path(expanded))
+                found.append(expanded)
     if not found:
         raise ValueError(f"no shards given in {shards!r}")
     return found
@@ -323,28 +349,93 @@ def expand_braces(pattern: str) -> list[str]:
     return [expanded for choice in choices for expanded in expand_braces(head + choice + tail)]
 
 
-def _tar_records(shard: Path) -> Iterator[_Record]:
+def _shard_name(shard: str) -> str:
+    """A shard's name in sample keys: the file name of a path or URL, the whole text of a ``pipe:``."""
+    if shard.startswith(PIPE):
+        return shard
+    if shard.startswith(URL_SCHEMES):
+        return posixpath.basename(urllib.parse.urlparse(shard).path)
+    return Path(shard).name
+
+
+@contextlib.contextmanager
+def _open_shard(shard: str) -> Iterator[IO[bytes]]:
+    """A shard's bytes as a forward-only stream: a local file, an http(s) response or a ``pipe:`` command's stdout."""
+    if shard.startswith(PIPE):
+        with _command_output(shard) as stdout:
+            yield stdout
+    elif shard.startswith(URL_SCHEMES):
+        try:
+            response = urllib.request.urlopen(shard, timeout=URL_TIMEOUT_S)
+        except urllib.error.HTTPError as e:
+            raise ShardError(f"shard {shard!r} is unreachable: HTTP {e.code} {e.reason}") from e
+        except (OSError, ValueError) as e:  # refused, unknown host, timeout, malformed URL
+            raise ShardError(f"shard {shard!r} is unreachable: {getattr(e, 'reason', e)}") from e
+        with response:
+            yield response
+    else:
+        with open(shard, "rb") as file:
+            yield file
+
+
+@contextlib.contextmanager
+def _command_output(shard: str) -> Iterator[IO[bytes]]:
+    """The stdout of a ``pipe:`` shard's command. A non-zero exit raises ``ShardError`` with the end of the
+    command's stderr, also when the tar reader failed first (the command is then the cause)."""
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a chatty command cannot block on it
+        # Unbuffered: a read returns what the command has written so far instead of waiting for a full buffer.
+        # A session of its own, so that stopping early can kill the shell and everything it started.
+        process = subprocess.Popen(shard[len(PIPE):], shell=True, stdout=subprocess.PIPE, stderr=stderr, bufsize=0,
+                                   start_new_session=True)
+        stdout = process.stdout
+        assert stdout is not None
+        failure: Exception | None = None
+        try:
+            try:
+                yield stdout
+            except Exception as error:
+                failure = error
+            # Reading to the end (the tar padding, or the rest after a reader error) lets the command
+            # finish instead of dying of SIGPIPE, so its exit status is its own.
+            while stdout.read(1 << 16):
+                pass
+            if process.wait() != 0:
+                stderr.seek(0)
+                message = stderr.read()[-2000:].decode(errors="replace").strip()
+                raise ShardError(f"shard {shard!r}: the command exited with status {process.returncode}"
+                                 + (f": {message}" if message else "")) from failure
+        finally:
+            if process.poll() is None:  # the reader stopped early (or was interrupted): nobody reads the rest
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            stdout.close()
+        if failure is not None:
+            raise failure
+
+
+def _tar_records(shard: str) -> Iterator[_Record]:
     """The records of one shard: consecutive members sharing a key (the name up to the first dot)."""
+    name = _shard_name(shard)
     key, files = None, {}
     try:
-        with tarfile.open(shard, mode="r|*") as tar:
+        with _open_shard(shard) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                directory, name = posixpath.split(member.name)
-                stem, _, extension = name.partition(".")
+                directory, member_name = posixpath.split(member.name)
+                stem, _, extension = member_name.partition(".")
                 member_key = posixpath.join(directory, stem)
                 if member_key != key and key is not None:
-                    yield _group_to_record(f"{shard.name}/{key}", files)
+                    yield _group_to_record(f"{name}/{key}", files)
                     files = {}
                 key = member_key
                 files[extension.lower()] = tar.extractfile(member).read()
-    except (OSError, tarfile.TarError, EOFError) as e:
+    except (OSError, tarfile.TarError, EOFError, http.client.HTTPException) as e:  # HTTPException: a cut-off download
         logger.warning("%s: unreadable from here on (%s)", shard, e)
-        yield _Record(f"{shard.name}", None, None, problem=BAD_SHARD)
+        yield _Record(name, None, None, problem=BAD_SHARD)
         return
     if key is not None:
-        yield _group_to_record(f"{shard.name}/{key}", files)
+        yield _group_to_record(f"{name}/{key}", files)
 
 
 def _group_to_record(key: str, files: dict[str, bytes]) -> _Record:

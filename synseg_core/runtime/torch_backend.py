@@ -35,7 +35,22 @@ class TorchBackend(Backend):
 
 
 def from_checkpoint(
-    directory: Path, model: SynSeg, device: str = "cpu", precision: str = "fp32", **_: object
+    directory: Path,
+    model: SynSeg,
+    device: str = "cpu",
+    precision: str = "fp32",
+    input_size: tuple[int, int] | int | None = None,
+    engine_path: str | Path | None = None,
+    onnx_dir: str | Path | None = None,
 ) -> TorchBackend:
-    """The factory ``Segmenter.from_checkpoint`` calls; the model is already loaded from ``directory``."""
+    """The factory ``Segmenter.from_checkpoint`` calls; the model is already loaded from ``directory``.
+
+    ``input_size`` is the Segmenter's (the model runs at any size). ``engine_path`` / ``onnx_dir`` name the
+    files of the other backends: accepted empty, so that every backend takes the same options, and refused
+    when given, since this backend would not use them.
+    """
+    for name, value in (("engine_path", engine_path), ("onnx_dir", onnx_dir)):
+        if value:
+            raise ValueError(f"{name}={str(value)!r} is for the onnxruntime and tensorrt backends; the torch backend "
+                             "runs the checkpoint itself: leave it empty or choose one of those backends")
     return TorchBackend(model, device=device, precision=precision)
