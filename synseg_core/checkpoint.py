@@ -101,11 +101,17 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     model.load_state_dict(state, strict=strict)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> SynSeg:
-    """Rebuild a SynSeg from a checkpoint directory written by ``save_model`` (eval mode)."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides: object) -> SynSeg:
+    """Rebuild a SynSeg from a checkpoint directory written by ``save_model`` (eval mode).
+
+    ``overrides`` replace config fields before the model is built (e.g. ``fss_source="visual"`` to fine-tune
+    a checkpoint with another FSS source); one that changes the architecture fails on the weights' shapes.
+    """
     directory = resolve_checkpoint(path)
     config = load_config(directory)
     try:
+        if overrides:
+            config = SynSegConfig.from_dict({**config.to_dict(), **overrides})
         model = SynSeg(config)
     except ValueError as exc:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from exc

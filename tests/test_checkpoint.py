@@ -79,6 +79,19 @@ def test_missing_keys_are_listed(tmp_path, tiny_model):
         load_model(directory)
 
 
+def test_config_overrides_apply_on_top_of_the_checkpoint(tiny_checkpoint, tiny_model):
+    model = load_model(tiny_checkpoint, fss_source="visual", threshold=0.3)
+    assert (model.config.fss_source, model.config.threshold) == ("visual", 0.3)
+    assert load_config(tiny_checkpoint).fss_source == "conditional"  # the file is unchanged
+    for name, tensor in tiny_model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_an_override_that_changes_the_architecture_is_refused(tiny_checkpoint):
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_model(tiny_checkpoint, reduce_dim=32)
+
+
 def test_not_a_directory_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         load_model(tmp_path / "nowhere")

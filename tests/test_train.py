@@ -256,3 +256,9 @@ def test_single_infonce_baseline_trains_and_logs_its_terms(tmp_path, scenes):
     assert {"loss_infonce", "sim_positive", "acc_infonce"} <= set(record)
     assert "loss_align" not in record
     assert record["loss"] == pytest.approx(record["loss_infonce"])
+
+
+def test_a_run_started_from_a_checkpoint_applies_the_model_overrides(tmp_path, scenes, run):
+    train(quick_config(scenes / "captions.jsonl", f"model.init={run / 'model'}", "model.overrides.fss_source=visual"), tmp_path / "run")
+    assert load_model(run / "model").config.fss_source == "conditional"
+    assert load_model(tmp_path / "run" / "model").config.fss_source == "visual"

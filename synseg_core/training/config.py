@@ -31,15 +31,15 @@ class ConfigError(ValueError):
 @dataclass
 class ModelSection:
     preset: str = "tiny"  # a SynSeg preset (synseg_core.config.list_presets())
-    overrides: dict[str, Any] = field(default_factory=dict)  # SynSegConfig fields replaced on top of the preset
+    overrides: dict[str, Any] = field(default_factory=dict)  # SynSegConfig fields replaced on top of the preset (or of init's config)
     clip_weights: str | None = None  # open_clip / OpenAI CLIP checkpoint file loaded into the frozen towers
     clipseg_weights: str | None = None  # CLIPSeg decoder weights (rd64-uni*.pth or Hugging Face layout)
-    init: str | None = None  # a SynSeg checkpoint directory to start from (replaces the three above)
+    init: str | None = None  # a SynSeg checkpoint directory to start from (replaces preset and weights; overrides still apply)
 
 
 @dataclass
 class DataSection:
-    train: str | None = None  # JSONL manifest, or webdataset shards ("shards/{00000..00099}.tar", URLs, "pipe:cmd")
+    train: str | None = None  # JSONL manifest, or webdataset shards: paths, globs, brace patterns ("shards/{00000..00099}.tar"), http(s) URLs, "pipe:CMD"
     image_size: int | None = None  # training resolution; None = the model's config.image_size
     max_categories: int = 8  # categories kept per caption (the first ones in the caption)
     category_backend: str = "rules"  # "rules" | "spacy" | "auto"; pinned so runs are reproducible

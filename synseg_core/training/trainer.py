@@ -169,8 +169,8 @@ def build_model(config: TrainingConfig, seed: int) -> SynSeg:
     """A fresh model: from ``model.init`` (a SynSeg checkpoint) or the preset + overrides + CLIP/CLIPSeg weights."""
     spec = config.model
     if spec.init:
-        log.info("starting from the SynSeg checkpoint %s", spec.init)
-        return load_model(spec.init)
+        log.info("starting from the SynSeg checkpoint %s%s", spec.init, f" with {spec.overrides}" if spec.overrides else "")
+        return load_model(spec.init, **spec.overrides)
     model = create_model(spec.preset, seed=seed, **spec.overrides)
     if spec.clip_weights or spec.clipseg_weights:
         from synseg_core.weights import import_clipseg_weights, load_clip_weights
