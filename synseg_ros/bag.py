@@ -38,10 +38,12 @@ INTERFACES = ("LabelClass", "LabelInfo", "Segmentation")  # dependencies first
 
 
 def interface_folder() -> Path:
-    """msg/ of this package: beside the source tree, or in the ament index of an installed one."""
-    source = Path(__file__).resolve().parents[1] / "msg"
-    if source.is_dir():
-        return source
+    """The package's msg/: shipped in a pip install (setup.py), in the source tree, or in the ament
+    index of a colcon install."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "interfaces", here.parent / "msg"):
+        if folder.is_dir():
+            return folder
     from ament_index_python.packages import get_package_share_directory
 
     return Path(get_package_share_directory("synseg_ros")) / "msg"

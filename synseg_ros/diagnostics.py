@@ -149,7 +149,7 @@ class StatusReporter:
         new_errors = snap.errors - (before.errors if before else 0)
         new_bad = snap.bad_input - (before.bad_input if before else 0)
         if new_errors:
-            level, message = DiagnosticStatus.ERROR, f"{new_errors} frame(s) failed: {snap.last_problem}"
+            level, message = DiagnosticStatus.ERROR, f"{new_errors} failure(s): {snap.last_problem}"
         elif new_bad:
             level, message = DiagnosticStatus.WARN, f"{new_bad} bad image(s): {snap.last_problem}"
         elif snap.seconds_since_input is None:

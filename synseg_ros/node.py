@@ -22,8 +22,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import HIDDEN_NODE_PREFIX, Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -160,7 +160,7 @@ class SynsegNode(Node):
             )
         if settings.use_camera_info:
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, image_qos("best_effort"))
-        self.create_service(Segment, "~/segment", self._on_segment)
+        self._start_segment_service()
         self._reporter = StatusReporter(
             name=f"{self.get_fully_qualified_name()}: segmentation",
             hardware_id=f"{settings.backend}:{settings.device}",
@@ -175,6 +175,9 @@ class SynsegNode(Node):
 
     def close(self) -> None:
         self._worker.stop()
+        self._service_executor.shutdown()
+        self._service_thread.join(5)
+        self._service_node.destroy_node()
 
     # --- executor thread: callbacks only hand over -------------------------------------------
 
@@ -197,30 +200,6 @@ class SynsegNode(Node):
         self._worker.request(settings)
         return SetParametersResult(successful=True)
 
-    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
-        settings = self._active
-        try:
-            rgb = decode_image(request.image)
-            label_map = (
-                LabelMap.create(parse_vocabulary(request.vocabulary, settings.max_vocabulary_size))
-                if len(request.vocabulary)
-                else self._label_map
-            )
-            threshold = settings.threshold if request.threshold < 0 else float(request.threshold)
-            if threshold > 1:
-                raise ValueError(f"threshold must be at most 1, got {threshold}")
-            with self._model_lock:
-                result = self._segmenter.segment(rgb, label_map.words, threshold, settings.prompt_templates)
-        except ValueError as error:
-            response.success, response.message = False, str(error)
-            return response
-        header = request.image.header
-        labels = image_message(MESSAGES, header, label_map.encode(result.labels), label_map.encoding)
-        confidence = image_message(MESSAGES, header, result.confidence, "32FC1")
-        response.segmentation = segmentation_message(MESSAGES, header, label_map, threshold, labels, confidence)
-        response.success = True
-        return response
-
     def _publish_diagnostics(self) -> None:
         status = self._reporter.status(
             self._stats.snapshot(),
@@ -234,6 +213,61 @@ class SynsegNode(Node):
             },
         )
         self._diagnostics_pub.publish(DiagnosticArray(header=self._now_header(), status=[status]))
+
+    # --- service thread: one-shot queries --------------------------------------------------
+
+    def _start_segment_service(self) -> None:
+        """`~/segment` on a hidden node spun by a thread of its own, so a long query holds up neither
+        images nor parameters nor diagnostics. (A MultiThreadedExecutor would too, but rclpy's
+        hands every callback to a thread pool: that halved the masks per second under a flood.)"""
+        self._service_node = rclpy.create_node(
+            f"{HIDDEN_NODE_PREFIX}{self.get_name()}_segment",
+            namespace=self.get_namespace(),
+            context=self.context,
+            use_global_arguments=False,  # a `__node:=` remap is meant for this node, not that one
+            start_parameter_services=False,
+        )
+        self._service_node.create_service(Segment, f"{self.get_fully_qualified_name()}/segment", self._on_segment)
+        self._service_executor = SingleThreadedExecutor(context=self.context)
+        self._service_executor.add_node(self._service_node)
+        self._service_thread = threading.Thread(target=self._serve, name="synseg-segment-service", daemon=True)
+        self._service_thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._service_executor.spin()
+        except ExternalShutdownException:  # Ctrl-C: main() ends the node
+            pass
+
+    def _on_segment(self, request: Segment.Request, response: Segment.Response) -> Segment.Response:
+        try:
+            response.segmentation = self._segment_once(request)
+            response.success = True
+        except ValueError as error:  # a bad image, vocabulary or threshold
+            self.get_logger().warning(f"segment service: rejected a request: {error}")
+            response.success, response.message = False, str(error)
+        except Exception as error:  # noqa: BLE001 - the model failed: answer, report and keep serving
+            self._report_failure("the segment service", error)
+            response.success, response.message = False, f"segmentation failed: {type(error).__name__}: {error}"
+        return response
+
+    def _segment_once(self, request: Segment.Request) -> Segmentation:
+        settings = self._active
+        rgb = decode_image(request.image)
+        label_map = (
+            LabelMap.create(parse_vocabulary(request.vocabulary, settings.max_vocabulary_size))
+            if len(request.vocabulary)
+            else self._label_map
+        )
+        threshold = settings.threshold if request.threshold < 0 else float(request.threshold)
+        if threshold > 1:
+            raise ValueError(f"threshold must be at most 1, got {threshold}")
+        with self._model_lock:
+            result = self._segmenter.segment(rgb, label_map.words, threshold, settings.prompt_templates)
+        header = request.image.header
+        labels = image_message(MESSAGES, header, label_map.encode(result.labels), label_map.encoding)
+        confidence = image_message(MESSAGES, header, result.confidence, "32FC1")
+        return segmentation_message(MESSAGES, header, label_map, threshold, labels, confidence)
 
     # --- inference thread ---------------------------------------------------------------------
 

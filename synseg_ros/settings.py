@@ -112,7 +112,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "Side of the square model input in pixels; 0 = the checkpoint's own size.",
         range=(0, 4096),
     ),
-    ParameterSpec("publish_confidence", "Publish ~/confidence (32FC1).", dynamic=True),
+    ParameterSpec(
+        "publish_confidence",
+        "Publish ~/confidence (32FC1). When false, ~/segmentation carries an empty (0x0) confidence image.",
+        dynamic=True,
+    ),
     ParameterSpec(
         "publish_overlay",
         "Publish ~/overlay (rgb8); it is only computed while someone subscribes.",

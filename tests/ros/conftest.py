@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -31,6 +32,7 @@ except FileNotFoundError as missing:
     pytest.exit(str(missing), 2)
 
 import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
 from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
@@ -39,6 +41,9 @@ from rclpy.parameter import get_parameter_value, parameter_value_to_python  # no
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
+
+if TYPE_CHECKING:
+    from synseg_ros.node import SynsegNode
 
 LATCHED = latched_qos()
 STARTUP_TIMEOUT_S = 120.0
@@ -77,6 +82,53 @@ def start_node(
     return NodeProcess(name, params, remaps, log)
 
 
+def cli_value(value: object) -> str:
+    """How `-p name:=value` spells a value."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(value) + "]"
+    return str(value)
+
+
+def in_process_node(
+    model_dir: Path, name: str, params_file: Path | None = None, **parameters: object
+) -> tuple[SynsegNode, Callable[[], None]]:
+    """A SynsegNode spinning in a thread of this process (still talking over real DDS, and open to
+    test doubles); returns it and its stop function."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from synseg_ros.node import SynsegNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    arguments = ["--ros-args", "-r", f"__node:={name}"]
+    for topic in ("image", "image/compressed", "camera_info"):
+        arguments += ["-r", f"{topic}:=/{name}/camera/{topic}"]
+    if params_file is not None:
+        arguments += ["--params-file", str(params_file)]
+    for key, value in {"model_path": str(model_dir), "diagnostics_period": 0.5, **parameters}.items():
+        arguments += ["-p", f"{key}:={cli_value(value)}"]
+    try:
+        node = SynsegNode(context=context, cli_args=arguments)
+    except Exception:
+        rclpy.shutdown(context=context)
+        raise
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        executor.shutdown()
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        thread.join(5)
+
+    return node, stop
+
+
 @pytest.fixture(scope="session")
 def synseg(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, probe: Probe) -> Iterator[NodeProcess]:
     """The node under test, in its own process, ready (model loaded)."""
@@ -86,6 +138,13 @@ def synseg(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, probe: Pro
         yield node
     finally:
         node.stop()
+
+
+def fresh_environment() -> dict[str, str]:
+    """The environment of a new shell: nothing of the source tree or of the built interfaces (and
+    the ROS wheels' bootstrapper sets LD_LIBRARY_PATH again, as in any new interpreter)."""
+    hidden = ("PYTHONPATH", "AMENT_PREFIX_PATH", "LD_LIBRARY_PATH", "_ROS_WHEELS_BOOTSTRAP_COMPLETE")
+    return {key: value for key, value in os.environ.items() if key not in hidden}
 
 
 def make_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -131,9 +190,11 @@ class SynsegClient:
         self.segment_service = probe.node.create_client(Segment, f"/{name}/segment")
         probe.spin_until(lambda: self.images.get_subscription_count() > 0, STARTUP_TIMEOUT_S, f"{name} to subscribe")
 
-    def send(self, msg: Any, timeout: float = 30.0) -> SimpleNamespace:
+    def send(
+        self, msg: Any, timeout: float = 30.0, outputs: tuple[str, ...] = ("labels", "confidence", "segmentation")
+    ) -> SimpleNamespace:
         """Publish `msg` (again every second: best-effort DDS may lose large images) until the
-        node's labels, confidence and segmentation for its stamp have arrived; return them."""
+        node's `outputs` (inboxes of this client) for its stamp have arrived; return them."""
         stamp = stamp_of(msg)
 
         def find(inbox: list[Any]) -> Any:
@@ -144,11 +205,9 @@ class SynsegClient:
             self.images.publish(msg)
             resend = time.monotonic() + 1.0
             while time.monotonic() < resend:
-                outputs = SimpleNamespace(
-                    labels=find(self.labels), confidence=find(self.confidence), segmentation=find(self.segmentation)
-                )
-                if None not in vars(outputs).values():
-                    return outputs
+                found = SimpleNamespace(**{name: find(getattr(self, name)) for name in outputs})
+                if None not in vars(found).values():
+                    return found
                 self.probe.executor.spin_once(timeout_sec=0.05)
             if time.monotonic() > deadline:
                 raise AssertionError(f"no output for the image stamped {stamp} within {timeout:.0f} s")

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import fresh_environment
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from synseg_ros.bag import main, typestore_with_interfaces
+from synseg_ros.testing import REPO
 
 TYPESTORE = typestore_with_interfaces()
 T = TYPESTORE.types
@@ -143,3 +149,32 @@ def test_bad_requests_are_refused_with_the_reason(tmp_path, model_dir, capsys, a
     assert code == 2
     assert reason in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pip_installed_bag_tool_finds_the_messages_without_the_source_tree(tmp_path):
+    source = tmp_path / "source"  # what the wheel is built from, outside the repository
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source)
+    for name in ("msg", "synseg_ros"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path)],
+        check=True, capture_output=True, timeout=120,
+    )
+    site = tmp_path / "site"  # a pure wheel installs by unpacking it
+    (wheel,) = tmp_path.glob("synseg-*.whl")
+    zipfile.ZipFile(wheel).extractall(site)
+    shutil.rmtree(source)
+
+    script = (
+        "from synseg_ros import bag\n"
+        "print(bag.interface_folder())\n"
+        "print(bag.typestore_with_interfaces().types['synseg_ros/msg/Segmentation'].__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env={**fresh_environment(), "PYTHONPATH": str(site)},
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == [str(site / "synseg_ros" / "interfaces"), "synseg_ros__msg__Segmentation"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SynsegClient, image_msg, make_rgb, next_header, values_of
+import yaml
+from conftest import SynsegClient, image_msg, make_rgb, next_header, stamp_of, values_of
 from diagnostic_msgs.msg import DiagnosticStatus
 from sensor_msgs.msg import Image
 from synseg_ros.srv import Segment
@@ -24,13 +27,24 @@ def pixels(msg) -> np.ndarray:
     )
 
 
-def set_vocabulary(client: SynsegClient, text: str):
-    """Set the vocabulary like `ros2 param set` and return the label_info that follows it."""
+def set_applied(client: SynsegClient, name: str, text: str, shows: Callable[[Any], bool] = lambda info: True):
+    """Set a parameter like `ros2 param set`, wait until the node has applied it (it republishes
+    label_info then) and return that label_info: the latest that `shows` the change, so one still
+    on its way from an earlier change is not taken for it."""
     seen = len(client.label_info)
-    result = client.set("vocabulary", text)
+    result = client.set(name, text)
     assert result.successful, result.reason
-    client.probe.spin_until(lambda: len(client.label_info) > seen, 20, "label_info after the change")
-    return client.label_info[-1]
+
+    def showing() -> list[Any]:
+        return [info for info in client.label_info[seen:] if shows(info)]
+
+    client.probe.spin_until(lambda: bool(showing()), 20, f"label_info after setting {name}")
+    return showing()[-1]
+
+
+def set_vocabulary(client: SynsegClient, text: str):
+    words = set(yaml.safe_load(text))
+    return set_applied(client, "vocabulary", text, lambda info: {c.name for c in info.classes} == words)
 
 
 def id_map(msg) -> dict[str, int]:
@@ -107,6 +121,44 @@ def test_overlay_is_an_rgb8_image_of_the_input_size(client):
     assert (overlay.encoding, overlay.height, overlay.width) == ("rgb8", 48, 64)
 
 
+def test_publish_confidence_false_stops_confidence_and_leaves_it_empty_in_segmentation(client):
+    try:
+        set_applied(client, "publish_confidence", "false")
+        msg = image_msg(RGB, "rgb8")
+        out = client.send(msg, outputs=("labels", "segmentation"))
+        client.probe.spin_for(1.0)
+        assert not any(stamp_of(m) == stamp_of(msg) for m in client.confidence)
+        empty = out.segmentation.confidence
+        assert (empty.height, empty.width, empty.encoding, len(empty.data)) == (0, 0, "", 0)
+        assert out.segmentation.labels.width == 64
+    finally:
+        set_applied(client, "publish_confidence", "true")
+    assert client.send(image_msg(RGB, "rgb8")).confidence.encoding == "32FC1"
+
+
+def test_publish_overlay_false_stops_the_overlay_while_subscribed(client):
+    try:
+        set_applied(client, "publish_overlay", "false")
+        msg = image_msg(RGB, "rgb8")
+        client.send(msg)
+        client.probe.spin_for(1.0)
+        assert not any(stamp_of(m) == stamp_of(msg) for m in client.overlay)
+    finally:
+        set_applied(client, "publish_overlay", "true")
+
+
+def test_prompt_templates_change_at_run_time_republishes_label_info_and_changes_the_scores(client):
+    before = client.send(image_msg(RGB, "rgb8"))
+    version = client.label_info[-1].vocabulary_version
+    try:
+        info = set_applied(client, "prompt_templates", "single", lambda info: info.prompt_templates == "single")
+        assert info.vocabulary_version == version  # same words, same ids
+        after = client.send(image_msg(RGB, "rgb8"))
+        assert not np.array_equal(pixels(after.confidence), pixels(before.confidence))
+    finally:
+        set_applied(client, "prompt_templates", "tcl", lambda info: info.prompt_templates == "tcl")
+
+
 def test_ros2_param_set_vocabulary_changes_label_info_and_masks_keeping_ids_of_words_that_stay(client):
     first = set_vocabulary(client, "[sofa, lamp]")
     assert id_map(first) == {"sofa": 0, "lamp": 1}
@@ -158,11 +210,18 @@ def test_threshold_is_dynamic_and_out_of_range_values_are_rejected(client):
         assert client.set("threshold", "0.5").successful
 
 
-def test_read_only_parameters_are_rejected_with_a_reason(client):
-    result = client.set("backend", "onnxruntime")
+@pytest.mark.parametrize(
+    ("name", "text", "reason", "kept"),
+    [
+        ("backend", "onnxruntime", "read-only", "torch"),
+        ("prompt_templates", "fancy", "prompt_templates must be one of imagenet80, single, tcl, got 'fancy'", "tcl"),
+    ],
+)
+def test_read_only_parameters_and_unknown_choices_are_rejected_with_a_reason(client, name, text, reason, kept):
+    result = client.set(name, text)
     assert not result.successful
-    assert "read-only" in result.reason
-    assert client.get("backend") == "torch"
+    assert reason in result.reason
+    assert client.get(name) == kept
 
 
 def test_parameters_are_described_with_ranges_choices_and_read_only_flags(client):

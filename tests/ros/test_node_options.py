@@ -6,66 +6,20 @@ real DDS, which saves a second process start-up.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 import pytest
-import rclpy
 import yaml
-from conftest import LATCHED, SynsegClient, make_rgb, next_header
-from rclpy.executors import SingleThreadedExecutor
+from conftest import LATCHED, SynsegClient, in_process_node, make_rgb, next_header
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from synseg_ros.msg import LabelInfo
 
-from synseg_ros.node import StartupError, SynsegNode
+from synseg_ros.node import StartupError
 from synseg_ros.settings import PARAMETERS, Settings
 from synseg_ros.testing import REPO
-
-
-def cli_value(value: object) -> str:
-    """How `-p name:=value` spells a value."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ", ".join(value) + "]"
-    return str(value)
-
-
-def in_process_node(
-    model_dir: Path, name: str, params_file: Path | None = None, **parameters: object
-) -> tuple[SynsegNode, Callable[[], None]]:
-    """A SynsegNode spinning in a thread of this process; returns it and its stop function."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    arguments = ["--ros-args", "-r", f"__node:={name}"]
-    for topic in ("image", "image/compressed", "camera_info"):
-        arguments += ["-r", f"{topic}:=/{name}/camera/{topic}"]
-    if params_file is not None:
-        arguments += ["--params-file", str(params_file)]
-    for key, value in {"model_path": str(model_dir), "diagnostics_period": 0.5, **parameters}.items():
-        arguments += ["-p", f"{key}:={cli_value(value)}"]
-    try:
-        node = SynsegNode(context=context, cli_args=arguments)
-    except Exception:
-        rclpy.shutdown(context=context)
-        raise
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        executor.shutdown()
-        node.close()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        thread.join(5)
-
-    return node, stop
 
 
 @pytest.fixture(scope="module")
