@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset voc21 --data-root data/ --protocol tcl\n"
             "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset context59 --data-root data/ --protocol tcl --no-pamr\n"
             "  python -m synseg_core.evaluate -c runs/cc12m/model --dataset folder --data-root my_scenes/ --protocol sclip\n"
+            "  # procedural 64-px scenes (held-out seed) for a model trained on synthetic data\n"
+            "  python -m synseg_core.data.synthetic data/synthetic_val --num 200 --seed 1 --size 64\n"
+            "  python -m synseg_core.evaluate -c runs/tiny/model --dataset folder --data-root data/synthetic_val --protocol synthetic\n"
             "  python -m synseg_core.evaluate --method maskclip --clip-weights ViT-B-16.pt --preset vit-b-16-openai \\\n"
             "      --dataset voc21 --data-root data/\n"
             "  torchrun --nproc_per_node 4 -m synseg_core.evaluate -c runs/cc12m/model --dataset coco_stuff --data-root data/\n"
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, shard)
     except (DatasetError, CheckpointError, FileNotFoundError) as exc:
         log.error("%s", exc)
-        log.error("evaluation refused: no score is reported for a dataset or model that cannot be read completely")
+        log.error("evaluation refused: no score is reported for a dataset or model that cannot be read and scored completely")
         return 2
     except (ValueError, FloatingPointError, ImportError) as exc:
         log.error("%s", exc)
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         finish(shard)
     if results is not None:
-        log.info("mIoU %.2f  pixel accuracy %.2f  (%s, %s) -> %s", results["miou"] or float("nan"), results["pixel_accuracy"] or float("nan"),
+        log.info("mIoU %.2f  pixel accuracy %.2f  (%s, %s) -> %s", results["miou"], results["pixel_accuracy"],
                  args.dataset, results["protocol_description"], args.out / "results.json")
     return 0
 

@@ -37,6 +37,9 @@ examples:
       data.train='cc12m/{{00000..01242}}.tar' --out runs/synseg_cc12m --resume
 
 overrides are dotted keys with YAML values: train.steps=200 optim.lr=5e-4 loss.weights.sep=0 data.num_workers=0
+--print-config shows every key of the resolved config, with its default where neither the file nor an
+override sets it (docs/TRAINING.md explains each):
+  python -m synseg_core.train --config synseg_core/configs/tiny.yaml --print-config
 """
 
 

@@ -103,6 +103,15 @@ def test_bad_records_are_skipped_and_counted_by_reason(tmp_path):
                                             bad_record=1)
 
 
+def test_a_skip_warning_names_the_manifest_line_and_the_image(tmp_path, caplog):
+    manifest = write_manifest(tmp_path, [
+        ("ok.jpg", {"image": "images/ok.jpg", "caption": "a cat on a mat"}),
+        (None, {"image": "images/absent.jpg", "caption": "a cat"}),
+    ])
+    list(JsonlCaptions(manifest, extractor=RULES, shuffle=False))
+    assert f"skipping 'captions.jsonl:2' (missing_image, image {tmp_path / 'images' / 'absent.jpg'})" in caplog.text
+
+
 def test_empty_manifest_is_an_error_naming_the_file(tmp_path):
     manifest = tmp_path / "empty.jsonl"
     manifest.write_text("\n\n")

@@ -74,6 +74,16 @@ def test_default_stop_words_can_be_extended():
     assert extract_categories("a dog in the park", stop_words=DEFAULT_STOP_WORDS | {"park"}) == ["dog"]
 
 
+def test_extra_stop_words_extend_the_default_list_case_insensitively():
+    extractor = CategoryExtractor(backend="rules", extra_stop_words=["Park"])
+    assert extractor("two pairs of shoes on the left side of the park") == ["shoe"]
+
+
+def test_extra_stop_words_extend_a_replaced_list():
+    extractor = CategoryExtractor(backend="rules", stop_words={"park"}, extra_stop_words={"shoe"})
+    assert extractor("two pairs of shoes in the park") == ["pair"]
+
+
 def test_auto_backend_falls_back_to_rules_without_the_spacy_model():
     assert CategoryExtractor(spacy_model="no_such_spacy_model").backend == "rules"
 

@@ -7,6 +7,7 @@ from PIL import Image
 
 from synseg_core.config import SynSegConfig
 from synseg_core.data.benchmarks import get_dataset
+from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
 from synseg_core.evaluate import main as evaluate_main
 from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner, resized_shape, window_starts
 from synseg_core.evaluation.protocols import get_protocol
@@ -36,13 +37,43 @@ class ColourCodeBackend(Backend):
         return np.where(predicted[:, None] == classes, 5.0, -5.0).astype(np.float32)
 
 
+class GroundTruthBackend(Backend):
+    """Finds each window among a folder's images and predicts that image's ground-truth mask, ``confuse`` applied.
+
+    Exact under the ``synthetic`` protocol on 64-px scenes: one window per image, nothing resized.
+    """
+
+    name = "ground-truth"
+
+    def __init__(self, root, confuse: dict[int, int]):
+        self.masks = {np.asarray(Image.open(path).convert("RGB")).tobytes(): np.asarray(Image.open(root / "masks" / path.name))
+                      for path in sorted((root / "images").glob("*.png"))}
+        self.confuse = confuse
+
+    def infer(self, pixels, text):
+        classes = np.arange(text.shape[0])
+        relabel = classes.copy()
+        relabel[list(self.confuse)] = list(self.confuse.values())
+        logits = []
+        for window in pixels:  # [3, H, W] of image / 255 (mean 0, std 1)
+            image = np.rint(window.transpose(1, 2, 0) * 255).astype(np.uint8)
+            predicted = relabel[self.masks[image.tobytes()]]
+            logits.append(np.where(predicted[None] == classes[:, None, None], 5.0, -5.0))
+        return np.stack(logits).astype(np.float32)
+
+
 def one_hot_words(words, template_set):
     return np.eye(len(words), dtype=np.float32)
 
 
-def fake_segmenter(confuse):
+def segmenter_on(backend):
+    """A Segmenter that feeds ``backend`` raw pixels / 255 (mean 0, std 1) and one-hot class embeddings."""
     config = SynSegConfig(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    return Segmenter(ColourCodeBackend(confuse), one_hot_words, config, patch_size=16)
+    return Segmenter(backend, one_hot_words, config, patch_size=16)
+
+
+def fake_segmenter(confuse):
+    return segmenter_on(ColourCodeBackend(confuse))
 
 
 def write_folder(root, classes, masks):
@@ -140,6 +171,40 @@ def test_cli_scores_a_checkpoint_and_records_the_protocol(tiny_checkpoint, tmp_p
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["protocol"]["name"] == "synthetic" and results["protocol"]["template_set"] == "single"
     assert np.array(results["confusion"]).sum() == 2 * 32 * 32
+
+
+def test_cli_known_answer_on_generated_scenes(tmp_path, monkeypatch):
+    root = write_synthetic_dataset(tmp_path / "scenes", num=4, seed=2, size=64, progress=False)
+    ring, circle = CLASSES.index("ring"), CLASSES.index("circle")
+    monkeypatch.setattr("synseg_core.evaluate.build_segmenter",
+                        lambda args, device: segmenter_on(GroundTruthBackend(root, {ring: circle})))  # rings read as circles
+    out = tmp_path / "out"
+    assert evaluate_main(["-c", str(tmp_path / "oracle"), "--dataset", "folder", "--data-root", str(root),
+                          "--protocol", "synthetic", "--out", str(out), "--quiet"]) == 0
+
+    masks = np.stack([np.asarray(Image.open(path)) for path in sorted((root / "masks").glob("*.png"))])
+    pixels = np.bincount(masks.ravel(), minlength=len(CLASSES))
+    assert pixels[ring] > 0 and pixels[circle] > 0  # the scenes hold the confused pair
+    expected = {name: 100.0 if count else None for name, count in zip(CLASSES, pixels, strict=True)}  # None: absent, no IoU
+    circle_iou = pixels[circle] / (pixels[circle] + pixels[ring])
+    expected |= {"ring": 0.0, "circle": round(100 * circle_iou, 2)}
+    present = int((pixels > 0).sum())
+    results = json.loads((out / "results.json").read_text())
+    assert results["per_class_iou"] == expected
+    assert results["miou"] == round(100 * (present - 2 + circle_iou) / present, 2)
+    assert results["pixel_accuracy"] == round(100 * (pixels.sum() - pixels[ring]) / pixels.sum(), 2)
+    assert results["num_images"] == 4 and results["protocol"]["name"] == "synthetic"
+    assert "| circle | " + f"{100 * circle_iou:.2f} |" in (out / "results.md").read_text()
+    assert Image.open(out / "class_iou.png").size[0] > 100
+    assert Image.open(out / "overlays.png").size[1] > 4 * 160  # one row per scene
+
+
+def test_cli_refuses_a_dataset_without_labelled_pixels(tiny_checkpoint, tmp_path, caplog):
+    unlabelled = np.full((32, 32), 255, np.uint8)
+    root = write_folder(tmp_path / "data", ["sky", "cat", "dog"], [unlabelled] * 2)
+    assert cli(tiny_checkpoint, root, tmp_path / "out") == 2
+    assert f"segmentation folder {root}" in caplog.text and "no labelled pixel" in caplog.text
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_cli_refuses_a_mask_whose_size_differs_from_its_image(tiny_checkpoint, tmp_path, caplog):

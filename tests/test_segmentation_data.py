@@ -95,6 +95,16 @@ def test_corrupt_image_is_an_error_naming_the_file(tmp_path):
         load_segmentation_folder(root)[0]
 
 
+@pytest.mark.parametrize("damage", [lambda png: b"garbage", lambda png: png[: len(png) // 2]], ids=["garbage", "truncated"])
+def test_corrupt_mask_is_an_error_naming_the_file(tmp_path, damage):
+    mask = np.random.default_rng(0).integers(0, 3, (64, 64), dtype=np.uint8)
+    root = make_folder(tmp_path, items={"a": (mask, ".png")})
+    path = root / "masks" / "a.png"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DatasetError, match=r"masks/a\.png: cannot read mask"):
+        load_segmentation_folder(root)[0]
+
+
 def test_colour_mask_is_rejected(tmp_path):
     root = make_folder(tmp_path)
     Image.new("RGB", (2, 2)).save(root / "masks" / "a.png")

@@ -5,6 +5,7 @@ import io
 import json
 import logging
 import math
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -20,8 +21,9 @@ from synseg_core.data.synthetic import write_synthetic_dataset
 from synseg_core.model.synseg import create_model
 from synseg_core.text.prompts import EmbeddingCache
 from synseg_core.train import main
-from synseg_core.training import ConfigError, load_config, train
+from synseg_core.training import ConfigError, load_config, train, trainer
 from synseg_core.training.config import CONFIG_DIR
+from synseg_core.training.state import find_resumable, list_checkpoints, read_checkpoint
 from synseg_core.training.trainer import category_embeddings, lr_factor
 
 TINY = CONFIG_DIR / "tiny.yaml"
@@ -156,6 +158,74 @@ def test_resume_falls_back_past_an_unreadable_checkpoint(tmp_path, run, caplog):
     assert all(torch.equal(resumed[name], straight[name]) for name in straight)
 
 
+def test_resume_takes_the_newest_checkpoint_even_when_latest_still_names_an_older_one(tmp_path, run):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "checkpoints" / "latest").write_text("step_000002\n")  # killed between the rename and the pointer update
+    assert find_resumable(copy).directory.name == "step_000004"
+
+
+def test_resume_passes_over_a_checkpoint_missing_one_of_its_files(tmp_path, run, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "checkpoints" / "step_000004" / "config.json").unlink()
+    assert find_resumable(copy).directory.name == "step_000002"
+    assert "cannot resume from" in caplog.text and "step_000004" in caplog.text and "config.json" in caplog.text
+
+
+def crash_replacing(target: str, content: str | None = None):
+    """An os.replace that raises, as a kill would stop it, when moving onto ``target`` (with ``content``, if given)."""
+    real = os.replace
+
+    def replace(source, destination):
+        if Path(destination).name == target and (content is None or Path(source).read_text() == content):
+            raise OSError(f"simulated crash while publishing {destination}")
+        real(source, destination)
+
+    return replace
+
+
+@pytest.mark.parametrize("crash, resumed_step", [
+    (crash_replacing("step_000004"), 2),  # the step directory is never renamed into place
+    (crash_replacing("latest", "step_000004\n"), 4),  # renamed, but latest still names step_000002
+], ids=["step_directory_rename", "latest_pointer_update"])
+def test_a_crash_while_publishing_a_checkpoint_loses_nothing_but_its_steps(tmp_path, scenes, run, monkeypatch, caplog,
+                                                                           crash, resumed_step):
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        train(quick_config(scenes / "captions.jsonl"), tmp_path / "run")
+    monkeypatch.undo()
+    for checkpoint in list_checkpoints(tmp_path / "run"):
+        read_checkpoint(checkpoint)  # every published checkpoint is whole
+    with caplog.at_level(logging.INFO, logger="synseg.train"):
+        train(load_config(tmp_path / "run" / "config.yaml"), tmp_path / "run", resume=True)
+    assert f"(step {resumed_step})" in caplog.text
+    resumed, straight = weights(tmp_path / "run" / "model"), weights(run / "model")
+    assert all(torch.equal(resumed[name], straight[name]) for name in straight)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["latest", "step_000002", "step_000004"]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step_000004\n"
+
+
+def test_resume_drops_a_metrics_line_cut_off_by_a_kill(tmp_path, run, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    with (copy / "metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 5, "epoch": 1, "lr": 0.0')  # the process died mid-write
+    train(load_config(copy / "config.yaml"), copy, resume=True)
+    assert f"{copy / 'metrics.jsonl'}:3: dropping an unreadable metrics record" in caplog.text
+    assert [json.loads(line)["step"] for line in (copy / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+
+
+def test_resume_removes_the_temporary_files_of_interrupted_atomic_writes(tmp_path, run):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    left = [copy / "checkpoints" / ".latest.k1ll3d.tmp", copy / ".metrics.jsonl.k1ll3d.tmp"]
+    for path in left:
+        path.write_text("half")
+    train(load_config(copy / "config.yaml"), copy, resume=True)
+    assert not any(path.exists() for path in left)
+
+
 def test_existing_run_is_not_overwritten_without_resume(run, caplog):
     assert main(["--config", str(TINY), f"data.train={run}/unused.jsonl", "--out", str(run)]) == 2
     assert "already holds a trained run" in caplog.text and "--resume" in caplog.text
@@ -170,8 +240,10 @@ def test_resume_without_config_reads_the_run_config(tmp_path, run):
 
 # --- bad input --------------------------------------------------------------------------------------
 
-def test_bad_samples_are_skipped_counted_and_named(tmp_path, scenes, caplog):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def bad_data_run(tmp_path_factory, scenes) -> tuple[Path, str]:
+    """A 5-step run on the scenes plus four bad records (manifest lines 13-16): (run dir, its log)."""
+    data = tmp_path_factory.mktemp("bad") / "data"
     shutil.copytree(scenes, data)
     (data / "images" / "corrupt.png").write_bytes(b"not an image")
     Image.new("RGB", (64, 64)).save(data / "images" / "plain.png")
@@ -183,13 +255,32 @@ def test_bad_samples_are_skipped_counted_and_named(tmp_path, scenes, caplog):
     ]
     with (data / "captions.jsonl").open("a") as manifest:
         manifest.writelines(json.dumps(entry) + "\n" for entry in bad)
-    with caplog.at_level(logging.WARNING):
-        train(quick_config(data / "captions.jsonl", "train.steps=5", "train.log_every=5"), tmp_path / "run")
-    final = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    log, handler, root = io.StringIO(), logging.StreamHandler(), logging.getLogger()
+    handler.setStream(log)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        train(quick_config(data / "captions.jsonl", "train.steps=5", "train.log_every=5"), data.parent / "run")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return data.parent / "run", log.getvalue()
+
+
+def test_bad_samples_are_skipped_counted_and_named(bad_data_run):
+    run_dir, log = bad_data_run
+    final = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert final["bad_samples"] == 4
     for reason in ("missing_image", "corrupt_image", "empty_caption", "no_category"):
-        assert reason in caplog.text
-    assert "captions.jsonl:13" in caplog.text  # the first bad line is named
+        assert reason in log
+    assert f"'captions.jsonl:13' (missing_image, image {run_dir.parent / 'data' / 'images' / 'missing.png'})" in log
+
+
+def test_training_ends_with_the_skipped_samples_by_reason(bad_data_run):
+    summary = [line for line in bad_data_run[1].splitlines() if "over the whole run" in line]
+    assert summary == ["training data over the whole run (all ranks): "
+                       "20 samples, 4 skipped (corrupt_image 1, empty_caption 1, missing_image 1, no_category 1)"]
 
 
 def test_empty_manifest_fails_with_a_message_naming_it(tmp_path, caplog):
@@ -246,6 +337,53 @@ def test_too_few_shards_for_the_data_workers_is_explained(tmp_path, scenes, capl
     pattern = write_shards(scenes, tmp_path / "shards", shards=1)
     assert main(["--config", str(TINY), f"data.train={pattern}", "data.num_workers=2", "--out", str(tmp_path / "run"), *QUICK]) == 1
     assert "1 shards cannot feed 1 rank(s) x 2 data worker(s)" in caplog.text
+
+
+def test_extra_stop_words_are_never_training_categories(tmp_path, scenes, monkeypatch):
+    records = [json.loads(line) for line in (scenes / "captions.jsonl").read_text().splitlines()]
+    assert any("floor" in record["categories"] for record in records)
+    (tmp_path / "captions.jsonl").write_text("".join(  # no "categories" field: the extractor reads the captions
+        json.dumps({"image": str(scenes / r["image"]), "caption": r["caption"]}) + "\n" for r in records))
+    trained_on: set[str] = set()
+
+    def recording(model, cache, words, template_set):
+        trained_on.update(words)
+        return category_embeddings(model, cache, words, template_set)
+
+    monkeypatch.setattr(trainer, "category_embeddings", recording)
+    train(quick_config(tmp_path / "captions.jsonl", "train.steps=3", "data.extra_stop_words=[floor]"), tmp_path / "run")
+    assert trained_on and "floor" not in trained_on
+    assert "star" in trained_on or "ring" in trained_on
+
+
+# --- optimisation and progress ----------------------------------------------------------------------
+
+def test_gradient_clipping_bounds_the_gradient_the_optimiser_sees_and_logs_the_norm_before(tmp_path, scenes, monkeypatch):
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(optimizer, *args, **kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    for clip in (0.0, 1e-3):  # the first step's gradient is the same with and without clipping
+        train(quick_config(scenes / "captions.jsonl", "train.steps=1", "train.log_every=1", f"train.grad_clip={clip}"),
+              tmp_path / f"clip{clip}")
+    unclipped, clipped = seen
+    logged = [json.loads((tmp_path / f"clip{clip}" / "metrics.jsonl").read_text())["grad_norm"] for clip in (0.0, 1e-3)]
+    assert unclipped > 10 * 1e-3
+    assert clipped == pytest.approx(1e-3, rel=1e-4)
+    assert logged == pytest.approx([unclipped, unclipped], rel=1e-6)
+
+
+def test_progress_bar_shows_the_loss_terms_and_images_per_second(tmp_path, scenes, capsys):
+    train(quick_config(scenes / "captions.jsonl", "train.steps=1", "train.progress=true"), tmp_path / "run")
+    shown = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    for field in ("loss=", "align=", "cont=", "back=", "sep=", "img/s="):
+        assert field in shown
+    assert "1/1" in shown
 
 
 # --- the baseline objective --------------------------------------------------------------------------

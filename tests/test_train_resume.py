@@ -1,9 +1,8 @@
-"""Exact resume: a run SIGKILLed at a random moment after its first checkpoint and resumed with --resume
-ends with exactly the weights of an uninterrupted run (CPU, tiny model)."""
+"""Exact resume: a run SIGKILLed mid-training, just after a chosen checkpoint appeared, and resumed with
+--resume ends with exactly the weights of an uninterrupted run (CPU, tiny model)."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -17,9 +16,11 @@ from synseg_core.checkpoint import read_safetensors
 from synseg_core.data.synthetic import write_synthetic_dataset
 from synseg_core.train import main
 from synseg_core.training.config import CONFIG_DIR
+from synseg_core.training.state import checkpoint_name, list_checkpoints
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = 12
+KILL_AFTER = checkpoint_name(4)  # killed as soon as this checkpoint is published: 8 steps short of the end
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +37,16 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     child = subprocess.Popen([sys.executable, "-m", "synseg_core.train", *args, "--out", str(killed)], cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = killed / "checkpoints" / "latest"
     deadline = time.monotonic() + 120
-    while not latest.exists() and child.poll() is None and time.monotonic() < deadline:
+
+    def published() -> bool:  # a later name counts too: KILL_AFTER may already be pruned
+        return any(path.name >= KILL_AFTER for path in list_checkpoints(killed))
+
+    while not published() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    time.sleep(random.uniform(0.0, 0.3))
     child.send_signal(signal.SIGKILL)
-    assert child.wait() == -signal.SIGKILL, "the run ended before it could be killed; raise STEPS"
+    assert child.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert published()
     assert not (killed / "model").exists()
 
     assert main(["--out", str(killed), "--resume"]) == 0

@@ -180,8 +180,9 @@ class CaptionStream(torch.utils.data.IterableDataset):
                 this_pass.skipped[problem] += 1
                 self.stats.skipped[problem] += 1
                 if self.stats.skipped[problem] == 1:
-                    logger.warning("%s: skipping %r (%s); later ones of this kind are counted silently",
-                                   self.source, record.key, problem)
+                    image = f", image {record.image}" if isinstance(record.image, Path) else ""  # a shard key names its image
+                    logger.warning("%s: skipping %r (%s%s); later ones of this kind are counted silently",
+                                   self.source, record.key, problem, image)
                 continue
             sample.worker, sample.position, sample.skipped = worker, position, pending
             pending = Counter()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from synseg_core.data.segmentation import SegmentationDataset
+from synseg_core.data.segmentation import DatasetError, SegmentationDataset
 from synseg_core.evaluation.distributed import Shard, reduce_confusion
 from synseg_core.evaluation.inference import SlidingWindow
 from synseg_core.evaluation.metrics import Scores, scores_from_confusion, update_confusion
@@ -48,7 +48,8 @@ def evaluate_dataset(
     """Predict every image of this rank's shard and return the metrics of the whole (reduced) dataset.
 
     Any unreadable or inconsistent image/mask raises (``DatasetError`` naming the
-    file): skipping it would report a score for a different dataset than asked.
+    file): skipping it would report a score for a different dataset than asked. So does a
+    dataset without a single labelled pixel: every score of it would be made up.
     ``keep_examples`` images of rank 0 are kept for the overlay grid.
     """
     shard = shard or Shard()
@@ -68,6 +69,9 @@ def evaluate_dataset(
         if shard.is_main and len(examples) < keep_examples:
             examples.append(Example(sample.name, sample.image, sample.mask, prediction))
     confusion = reduce_confusion(confusion, shard)
+    if not confusion.any():
+        raise DatasetError(f"{dataset.source}: no labelled pixel in the {total} images scored (every mask pixel is the "
+                           "ignore value): there is nothing to score")
     return Evaluation(
         confusion=confusion,
         scores=scores_from_confusion(confusion),

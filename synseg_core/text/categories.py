@@ -55,13 +55,14 @@ class CategoryExtractor:
     Args:
         max_categories: keep at most this many (the first ones in the caption).
         stop_words: words never used in a category; ``None`` means
-            ``DEFAULT_STOP_WORDS``. Pass ``DEFAULT_STOP_WORDS | {...}`` to extend it.
+            ``DEFAULT_STOP_WORDS``.
         backend: ``"auto"``, ``"spacy"`` or ``"rules"``.
         spacy_model: spaCy package loaded by the spaCy backend.
+        extra_stop_words: added to ``stop_words`` (extend the default list without repeating it).
     """
 
     def __init__(self, max_categories: int = 8, stop_words: Iterable[str] | None = None,
-                 backend: str = "auto", spacy_model: str = "en_core_web_sm"):
+                 backend: str = "auto", spacy_model: str = "en_core_web_sm", extra_stop_words: Iterable[str] = ()):
         if max_categories < 1:
             raise ValueError(f"max_categories must be >= 1, got {max_categories}")
         if backend not in ("auto", "spacy", "rules"):
@@ -72,7 +73,8 @@ class CategoryExtractor:
                                "install both or use backend='rules'")
         self.backend = "spacy" if spacy_ready else "rules"
         self.max_categories = max_categories
-        self.stop_words = frozenset(w.lower() for w in (DEFAULT_STOP_WORDS if stop_words is None else stop_words))
+        stops = DEFAULT_STOP_WORDS if stop_words is None else stop_words
+        self.stop_words = frozenset(w.lower() for w in (*stops, *extra_stop_words))
         self.spacy_model = spacy_model
         self._nlp = None  # loaded on first use, once per process (DataLoader workers included)
 

@@ -43,6 +43,8 @@ class DataSection:
     image_size: int | None = None  # training resolution; None = the model's config.image_size
     max_categories: int = 8  # categories kept per caption (the first ones in the caption)
     category_backend: str = "rules"  # "rules" | "spacy" | "auto"; pinned so runs are reproducible
+    stop_words: list[str] | None = None  # replaces the extractor's built-in stop-list (None: keep it)
+    extra_stop_words: list[str] = field(default_factory=list)  # added to the stop-list (built-in or stop_words)
     template_set: str = "single"  # prompt templates for the training category embeddings
     num_workers: int = 2  # DataLoader worker processes per rank
 
@@ -143,7 +145,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check a leaf against its annotation; ints and numeric strings are accepted for floats, lists for tuples."""
+    """Check a leaf against its annotation; ints and numeric strings are accepted for floats, lists for tuples.
+
+    List items are checked one by one (``data.extra_stop_words[2]: expected str, got 3``).
+    """
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     if value is None and type(None) in options:
         return None
@@ -158,6 +163,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         if origin in (str, bool, dict) and isinstance(value, origin):
             return value
+        if origin is list and isinstance(value, list):
+            (item,) = typing.get_args(option)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         if origin is tuple and isinstance(value, (list, tuple)):
             return tuple(float(v) for v in value)
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

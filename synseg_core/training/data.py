@@ -9,7 +9,7 @@ too few records or shards for the readers, and an endless pass over epochs.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from synseg_core.data.captions import CaptionBatch, CaptionLoader, JsonlCaptions, ResizeToTensor, load_caption_dataset
 from synseg_core.text.categories import CategoryExtractor
@@ -17,11 +17,16 @@ from synseg_core.text.categories import CategoryExtractor
 
 def build_loader(source: str, image_size: int, mean: tuple[float, ...], std: tuple[float, ...], batch_size: int,
                  num_workers: int, seed: int, max_categories: int, category_backend: str, rank: int = 0,
-                 world_size: int = 1, pin_memory: bool = False) -> CaptionLoader:
-    """A resumable loader of ``batch_size``-image batches for ``rank`` of ``world_size`` from a manifest or shards."""
+                 world_size: int = 1, pin_memory: bool = False, stop_words: Sequence[str] | None = None,
+                 extra_stop_words: Sequence[str] = ()) -> CaptionLoader:
+    """A resumable loader of ``batch_size``-image batches for ``rank`` of ``world_size`` from a manifest or shards.
+
+    ``stop_words`` replaces the category extractor's built-in stop-list (None keeps it), ``extra_stop_words`` extends it.
+    """
     dataset = load_caption_dataset(
         source, transform=ResizeToTensor(image_size, mean, std),
-        extractor=CategoryExtractor(max_categories, backend=category_backend),
+        extractor=CategoryExtractor(max_categories, stop_words=stop_words, backend=category_backend,
+                                    extra_stop_words=extra_stop_words),
         shuffle=True, seed=seed, rank=rank, world_size=world_size,
     )
     units, what = (len(dataset.offsets), "records") if isinstance(dataset, JsonlCaptions) else (len(dataset.shards), "shards")  # type: ignore[attr-defined]

@@ -13,8 +13,10 @@ Layout under ``RUN_DIR/checkpoints/``::
 A process killed at any moment leaves either the previous checkpoint or the new
 one, never half of one: files are written into a hidden temporary directory,
 flushed to disk, and the directory is renamed to its final name before
-``latest`` moves. Reading falls back to the newest older checkpoint when the
-one ``latest`` names turns out unreadable.
+``latest`` moves. Resuming reads the newest ``step_*`` directory, not the one
+``latest`` names: a process killed between the rename and the pointer update
+leaves a complete checkpoint that ``latest`` does not name yet. A checkpoint
+that turns out unreadable is skipped for the next older one.
 """
 from __future__ import annotations
 
@@ -23,12 +25,22 @@ import logging
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from synseg_core.checkpoint import WEIGHTS_NAME, CheckpointError, _atomic_write, load_state, read_safetensors, save_model
+from synseg_core.checkpoint import (
+    WEIGHTS_NAME,
+    CheckpointError,
+    _atomic_write,
+    load_config,
+    load_state,
+    read_safetensors,
+    save_model,
+)
+from synseg_core.config import SynSegConfig
 from synseg_core.model.synseg import SynSeg
 
 log = logging.getLogger("synseg.train")
@@ -98,48 +110,67 @@ def save_checkpoint(
         shutil.rmtree(stale)
     else:
         os.replace(tmp, final)
-    _atomic_write(root / LATEST, lambda path: Path(path).write_text(final.name + "\n"))
+    mark_latest(final)
     for old in list_checkpoints(run_dir)[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def mark_latest(checkpoint: Path) -> None:
+    """Point ``latest`` (replaced atomically) at ``checkpoint``, a ``step_*`` directory."""
+    _atomic_write(checkpoint.parent / LATEST, lambda path: Path(path).write_text(checkpoint.name + "\n"))
+
+
 def remove_temporaries(run_dir: Path) -> None:
-    """Delete half-written checkpoint directories left by a killed process."""
-    root = run_dir / CHECKPOINTS
-    if root.is_dir():
-        for path in root.iterdir():
+    """Delete what a killed process left half-written: checkpoint directories, and the temporary files of
+    atomic writes (``latest``, metrics.jsonl, config.yaml)."""
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
             if path.name.startswith((".tmp-", ".stale-")) and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
+            elif path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+                path.unlink(missing_ok=True)
 
 
-def read_checkpoint(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(model tensors, optimiser/scaler state, trainer state) of one checkpoint; CheckpointError if unreadable."""
+@dataclass
+class Checkpoint:
+    """One training checkpoint, read completely."""
+
+    directory: Path
+    config: SynSegConfig
+    tensors: dict[str, torch.Tensor]
+    training: dict[str, Any]  # {"optimizer", "scaler"} state dicts
+    trainer_state: dict[str, Any]  # step, data position, counters
+
+
+def read_checkpoint(directory: Path) -> Checkpoint:
+    """Every file of one checkpoint; CheckpointError if any is missing, unreadable or from another step."""
+    config = load_config(directory)
     tensors = read_safetensors(directory / WEIGHTS_NAME)
     state_file = directory / STATE_NAME
     try:
         trainer_state = json.loads(state_file.read_text())
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{state_file}: unreadable trainer state ({exc})") from exc
+    step = trainer_state.get("step") if isinstance(trainer_state, dict) else None
+    if not isinstance(step, int) or directory.name != checkpoint_name(step):
+        raise CheckpointError(f"{state_file}: does not hold the state of {directory.name}")
     optimizer_file = directory / OPTIMIZER_NAME
     try:
         training = torch.load(optimizer_file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for truncated or foreign files
         raise CheckpointError(f"{optimizer_file}: unreadable optimiser state ({exc})") from exc
-    return tensors, training, trainer_state
+    return Checkpoint(directory, config, tensors, training, trainer_state)
 
 
-def find_resumable(run_dir: Path) -> tuple[Path, tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]] | None:
-    """The newest readable checkpoint of a run (the one ``latest`` names first) and its contents, or None."""
-    candidates = list(reversed(list_checkpoints(run_dir)))
-    pointer = run_dir / CHECKPOINTS / LATEST
-    if pointer.is_file():
-        named = run_dir / CHECKPOINTS / pointer.read_text().strip()
-        candidates = [named] + [c for c in candidates if c != named]
-    for candidate in candidates:
+def find_resumable(run_dir: Path) -> Checkpoint | None:
+    """The newest readable checkpoint of a run, by step (whatever ``latest`` names), or None."""
+    for candidate in reversed(list_checkpoints(run_dir)):
         try:
-            return candidate, read_checkpoint(candidate)
+            return read_checkpoint(candidate)
         except CheckpointError as exc:
             log.warning("cannot resume from %s (%s); trying an older checkpoint", candidate, exc)
     return None

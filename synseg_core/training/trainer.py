@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from synseg_core.checkpoint import _atomic_write, load_config, load_model, save_model
-from synseg_core.data.captions import CaptionBatch
+from synseg_core.checkpoint import _atomic_write, load_model, save_model
+from synseg_core.data.captions import CaptionBatch, CaptionStats
 from synseg_core.losses.infonce import single_infonce_loss
 from synseg_core.losses.mccl import MCCLWeights, mccl_loss, total_loss
 from synseg_core.model.encoders import ImageFeatures
@@ -49,7 +50,14 @@ from synseg_core.text.prompts import EmbeddingCache
 from synseg_core.training.config import TrainingConfig, changed_keys, config_from_dict
 from synseg_core.training.data import build_loader, endless
 from synseg_core.training.distributed import Distributed, init_distributed
-from synseg_core.training.state import find_resumable, list_checkpoints, remove_temporaries, restore_model, save_checkpoint
+from synseg_core.training.state import (
+    find_resumable,
+    list_checkpoints,
+    mark_latest,
+    remove_temporaries,
+    restore_model,
+    save_checkpoint,
+)
 
 log = logging.getLogger("synseg.train")
 
@@ -194,7 +202,7 @@ class MetricsWriter:
         if not enabled:
             return
         if self.path.is_file():  # records past the checkpoint we resume from are about to be redone
-            kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start_step]
+            kept = self._records_up_to(start_step)
             _atomic_write(self.path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -202,6 +210,21 @@ class MetricsWriter:
             log.warning("tensorboard is not installed: metrics go to %s only (pip install tensorboard)", self.path)
         else:
             self.tensorboard = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+
+    def _records_up_to(self, step: int) -> list[str]:
+        """The file's lines of records up to ``step``; a line cut off by a kill mid-write is dropped with a warning."""
+        kept = []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                recorded = json.loads(line)["step"]
+            except (ValueError, TypeError, KeyError):
+                log.warning("%s:%d: dropping an unreadable metrics record (cut off when the run was killed?)", self.path, number)
+                continue
+            if recorded <= step:
+                kept.append(line)
+        return kept
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -259,11 +282,13 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
 
     found = find_resumable(run_dir) if resume else None
     if found is not None:
-        checkpoint, (tensors, training_state, trainer_state) = found
-        model = SynSeg(load_config(checkpoint))
-        restore_model(model, tensors, checkpoint)
+        model = SynSeg(found.config)
+        restore_model(model, found.tensors, found.directory)
+        training_state, trainer_state = found.training, found.trainer_state
         start_step = int(trainer_state["step"])
-        log.info("resuming from %s (step %d)", checkpoint, start_step)
+        log.info("resuming from %s (step %d)", found.directory, start_step)
+        if dist.is_main:  # latest may lag behind (killed before it moved) or name an unreadable checkpoint
+            mark_latest(found.directory)
     else:
         if resume:
             log.info("no checkpoint in %s yet: starting from step 0", run_dir)
@@ -290,6 +315,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
         config.data.train, config.data.image_size or model.config.image_size, model.config.mean, model.config.std,
         per_rank_batch, config.data.num_workers, spec.seed, config.data.max_categories, config.data.category_backend,
         rank=dist.rank, world_size=dist.world_size, pin_memory=device.type == "cuda",
+        stop_words=config.data.stop_words, extra_stop_words=config.data.extra_stop_words,
     )
     data_state = trainer_state.get("data")
     if data_state is not None:
@@ -371,8 +397,12 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
     metrics.close()
 
     final = run_dir / MODEL_DIR
+    data_stats = dist.gather_objects(loader.stats)
     if dist.is_main:
         save_model(model, final, metadata={"step": str(spec.steps)})
-        log.info("final model %s (%s)", final, loader.stats)
+        log.info("final model %s", final)
+        # Each kind of bad sample was warned about once per process as it occurred; this is the whole count.
+        stats = CaptionStats(sum(s.samples for s in data_stats), sum((s.skipped for s in data_stats), Counter()))
+        log.log(logging.WARNING if stats.total_skipped else logging.INFO, "training data over the whole run (all ranks): %s", stats)
     dist.barrier()
     return final
