@@ -1,18 +1,26 @@
-"""The CPU benchmark: does SynSeg's MCCL + FSS learn to segment from captions alone, at toy scale?
+"""The CPU benchmark: does SynSeg's MCCL + FSS learn to segment from captions, at toy scale?
 
-    python -m benchmarks.cpu_benchmark              # the full run (50 min measured on 2 busy cores: docs/RESULTS.md)
+    python -m benchmarks.cpu_benchmark              # the full run (docs/RESULTS.md has the measured minutes)
     python -m benchmarks.cpu_benchmark --quick      # a smoke-sized run of every step (a few minutes)
 
 Mirrors the paper's setup on procedural scenes (``synseg_core.data.synthetic``):
 
-1. data: a training set (captions + exact masks) and a held-out evaluation set from other seeds;
+1. data: a training set (captions; its masks are never used for training), a held-out evaluation
+   set, and a separate set of scenes standing in for PhraseCut (``benchmarks.clipseg_init``);
 2. stage 1: a small open_clip CLIP trained from scratch with ``ClipLoss`` on the captions
    (``benchmarks.stage1_clip``), standing in for the pretrained CLIP;
-3. stage 2: ``python -m synseg_core.train`` with that CLIP frozen, no masks: SynSeg (MCCL + FSS),
-   each MCCL term removed in turn, and the single-category InfoNCE baseline, for 3 seeds each;
-4. evaluation: ``python -m synseg_core.evaluate`` on the held-out scenes, plus the training-free
-   MaskCLIP baseline on the same frozen CLIP;
-5. ``docs/RESULTS.md`` with the table, and (full runs) the best SynSeg seed as the bundled demo
+3. the CLIPSeg stand-in: FiLM + decoder trained with BCE on referring masks of 10 *seen* classes on
+   the PhraseCut stand-in, as the paper starts its decoder from CLIPSeg, one per seed (what MCCL makes
+   of it depends on the start); the 9 unseen classes never have a mask anywhere;
+4. stage 2: ``python -m synseg_core.train`` with that CLIP frozen, captions only: SynSeg (MCCL + FSS)
+   from the CLIPSeg stand-in, its variant with FSS on text-free features, each MCCL term removed in
+   turn, the single-category InfoNCE baseline from the same start, and SynSeg from a random decoder
+   (no masks anywhere), 3 seeds each;
+5. evaluation: ``python -m synseg_core.evaluate`` on the held-out scenes (mIoU over all, the seen and
+   the unseen classes), the training-free MaskCLIP baseline on the same frozen CLIP, the CLIPSeg
+   stand-in alone, and a diagnostic: MCCL's terms when the maps are the true masks
+   (``benchmarks.mccl_oracle``) next to the terms the trained runs end with;
+6. ``docs/RESULTS.md`` with the tables, and (full runs) the best SynSeg run as the bundled demo
    model plus a few held-out scenes as the bundled samples.
 
 Every finished step is kept under ``--out``; running the command again skips it, so an
@@ -39,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.clipseg_init import SEEN_CLASSES, UNSEEN_CLASSES, train_clipseg_init
+from benchmarks.mccl_oracle import oracle_terms, run_terms
 from benchmarks.stage1_clip import BENCHMARK_CLIP, train_clip
 from synseg_core.baselines.maskclip import maskclip_segmenter
 from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model
@@ -49,13 +59,15 @@ from synseg_core.evaluate import main as evaluate_main
 from synseg_core.evaluation.inference import SlidingWindow
 from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.evaluation.report import write_json, write_text
+from synseg_core.losses.mccl import TERMS
 from synseg_core.runtime.segmenter import Segmenter
 
 log = logging.getLogger("synseg.benchmark")
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "synseg_core"
-TRAIN_SEED, EVAL_SEED = 1, 2  # scene seeds: evaluation scenes never occur in training
+TRAIN_SEED, EVAL_SEED, PHRASECUT_SEED = 1, 2, 3  # scene seeds: no evaluation scene occurs in any training set
 STAGE2_CONFIG = PACKAGE / "configs" / "tiny.yaml"
+FINETUNE_LR = ("optim.lr=1e-4", "optim.min_lr=1e-5")  # from the CLIPSeg stand-in; tiny.yaml's 1e-3 erases what it knows
 PROTOCOL = "synthetic"
 MAX_DEMO_BYTES = 25 * 1024 * 1024
 NUM_SAMPLES = 6
@@ -70,46 +82,87 @@ PAPER_DELTAS = {"align": (-0.4, -0.7, -0.4), "cont": (-0.3, -0.6, -0.4), "back":
 class Scale:
     train_scenes: int
     eval_scenes: int
+    phrasecut_scenes: int
     stage1_steps: int
     stage1_batch: int
+    clipseg_steps: int
     stage2_steps: int
     stage2_batch: int
+    oracle_steps: int
     seeds: tuple[int, ...]
 
 
-FULL = Scale(train_scenes=2000, eval_scenes=200, stage1_steps=500, stage1_batch=128, stage2_steps=300, stage2_batch=16, seeds=(0, 1, 2))
-QUICK = Scale(train_scenes=48, eval_scenes=12, stage1_steps=4, stage1_batch=16, stage2_steps=3, stage2_batch=8, seeds=(0,))
+FULL = Scale(train_scenes=2000, eval_scenes=200, phrasecut_scenes=2000, stage1_steps=500, stage1_batch=128, clipseg_steps=1500,
+             stage2_steps=600, stage2_batch=16, oracle_steps=600, seeds=(0, 1, 2))
+QUICK = Scale(train_scenes=48, eval_scenes=12, phrasecut_scenes=24, stage1_steps=4, stage1_batch=16, clipseg_steps=3,
+              stage2_steps=3, stage2_batch=8, oracle_steps=3, seeds=(0,))
+
+CLIPSEG, RANDOM = "CLIPSeg stand-in", "random"  # where a stage-2 run's decoder starts
+VISUAL = "model.overrides.fss_source=visual"
 
 
 @dataclass(frozen=True)
 class Method:
     key: str
     label: str
-    overrides: tuple[str, ...]  # stage-2 training overrides (empty for a training-free method)
-    trained: bool = True
+    short: str  # the name in the generated reading
+    overrides: tuple[str, ...] = ()  # stage-2 training overrides
+    init: str | None = CLIPSEG  # the decoder's start (None: not trained in stage 2)
     removes: str | None = None  # the MCCL term an ablation removes
+    reference: str = "synseg_visual"  # the method an ablation or variant is compared with
+
+    @property
+    def trained(self) -> bool:
+        return self.init is not None
 
 
 METHODS = (
-    Method("maskclip", "MaskCLIP (training-free dense CLIP)", (), trained=False),
-    Method("infonce", "Single-category InfoNCE (caption-level, TCL/GroupViT-style)", ("loss.name=single_infonce",)),
-    Method("synseg", "SynSeg (MCCL + FSS)", ("loss.name=mccl",)),
-    # Not in the paper: FSS pools the text-free features before FiLM (tests the FiLM shortcut; see the analysis).
-    Method("synseg_visual", "SynSeg, FSS on text-free features (fss_source=visual; not in the paper)",
-           ("loss.name=mccl", "model.overrides.fss_source=visual")),
-    *(Method(f"no_{term}", f"SynSeg w/o L_{term}", ("loss.name=mccl", f"loss.weights.{term}=0"), removes=term) for term in ("align", "cont", "back", "sep")),
+    Method("maskclip", "MaskCLIP (training-free dense CLIP)", "MaskCLIP", init=None),
+    Method("clipseg_init", "CLIPSeg stand-in alone (masks of the 10 seen classes; the initialisation)", "the CLIPSeg stand-in", init=None),
+    Method("synseg", "SynSeg (MCCL + FSS on FiLM-conditioned features, the paper's wording)", "SynSeg (conditional FSS)", ("loss.name=mccl",)),
+    # Not in the paper's wording: FSS pools the text-free features before FiLM (closes the FiLM shortcut; see the analysis).
+    Method("synseg_visual", "SynSeg, FSS on text-free features (fss_source=visual)", "SynSeg (text-free FSS)", ("loss.name=mccl", VISUAL)),
+    Method("infonce", "Single-category InfoNCE (caption-level, TCL/GroupViT-style; text-free FSS)", "the InfoNCE baseline",
+           ("loss.name=single_infonce", VISUAL)),
+    *(Method(f"no_{term}", f"SynSeg (text-free FSS) w/o L_{term}", f"SynSeg w/o L_{term}", ("loss.name=mccl", VISUAL, f"loss.weights.{term}=0"),
+             removes=term) for term in TERMS),
+    Method("scratch", "SynSeg from a random decoder (captions only, no masks anywhere)", "SynSeg from a random decoder", ("loss.name=mccl",),
+           init=RANDOM),
+    Method("scratch_visual", "SynSeg, text-free FSS, from a random decoder", "SynSeg (text-free FSS) from a random decoder",
+           ("loss.name=mccl", VISUAL), init=RANDOM),
 )
+DEMO_CANDIDATES = ("synseg", "synseg_visual")  # the demo model is the best run of these
+
+
+@dataclass
+class Score:
+    """One evaluation: mIoU over all classes, over the seen and the unseen ones, and pixel accuracy (all %)."""
+
+    miou: float
+    seen: float
+    unseen: float
+    accuracy: float
+
+    @classmethod
+    def from_results(cls, results: dict[str, Any]) -> Score:
+        per_class = results["per_class_iou"]
+
+        def mean(names: Sequence[str]) -> float:
+            values = [per_class[n] for n in names if per_class.get(n) is not None]
+            return statistics.fmean(values) if values else float("nan")
+
+        return cls(results["miou"], mean(SEEN_CLASSES), mean(UNSEEN_CLASSES), results["pixel_accuracy"])
 
 
 @dataclass
 class Outcome:
     """What the benchmark measured, per method key."""
 
-    mious: dict[str, list[float]]  # per seed
-    accuracy: dict[str, float]  # pixel accuracy, mean over seeds
+    scores: dict[str, list[Score]]  # per seed
     selectivity: dict[str, tuple[float, float]]  # mean score of a present class inside / outside its mask, mean over seeds
-    synseg_models: dict[str, Path]  # run name -> model directory
-    stage1: dict[str, float]
+    synseg_models: dict[str, tuple[str, float, Path]]  # run name -> (method key, mIoU, model directory)
+    oracle: dict[str, dict[str, float]]  # "oracle <source>" and method keys -> MCCL terms
+    stages: dict[str, dict[str, float]]  # stage1 / clipseg_init training stats
 
 
 def selectivity(inference: SlidingWindow, dataset: SegmentationDataset, count: int) -> tuple[float, float]:
@@ -135,30 +188,40 @@ def run_name(method: Method, seed: int) -> str:
     return f"{method.key}_seed{seed}"
 
 
-def stage2_command(method: Method, seed: int, scale: Scale, clip: Path, manifest: Path, run_dir: Path, resume: bool) -> list[str]:
-    """The ``python -m synseg_core.train`` command of one stage-2 run (the stage-1 CLIP frozen, no masks)."""
-    overrides = json.dumps({"clip_config": BENCHMARK_CLIP})
+def stage2_command(method: Method, seed: int, scale: Scale, clip: Path, init: Path, manifest: Path, run_dir: Path, resume: bool) -> list[str]:
+    """The ``python -m synseg_core.train`` command of one stage-2 run (the stage-1 CLIP frozen, captions only)."""
+    if method.init == CLIPSEG:  # the checkpoint holds the stage-1 CLIP towers
+        start = [f"model.init={init}", *FINETUNE_LR]
+    else:
+        start = [f"model.overrides={json.dumps({'clip_config': BENCHMARK_CLIP})}", f"model.clip_weights={clip}"]
     command = [
-        sys.executable, "-m", "synseg_core.train", "--config", str(STAGE2_CONFIG), "--out", str(run_dir),
-        f"model.overrides={overrides}", f"model.clip_weights={clip}", f"data.train={manifest}",
-        f"train.steps={scale.stage2_steps}", f"train.batch_size={scale.stage2_batch}", f"train.seed={seed}",
+        sys.executable, "-m", "synseg_core.train", "--config", str(STAGE2_CONFIG), "--out", str(run_dir), *start,
+        f"data.train={manifest}", f"train.steps={scale.stage2_steps}", f"train.batch_size={scale.stage2_batch}", f"train.seed={seed}",
         f"train.ckpt_every={max(1, scale.stage2_steps // 2)}", "train.progress=false", "train.device=cpu", *method.overrides,
     ]
     return [*command, "--resume"] if resume else command
 
 
-def summarise(mious: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Per method: mean, sample standard deviation (0 for one value) and count of the per-seed mIoUs."""
+def summarise(values: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per method: mean, sample standard deviation (0 for one value) and count of the per-seed values."""
     return {
-        key: {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-        for key, values in mious.items() if values
+        key: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+        for key, v in values.items() if v
     }
 
 
-def results_markdown(summary: dict[str, dict[str, float]], outcome: Outcome, context: dict[str, Any]) -> str:
-    """docs/RESULTS.md: the setup, the table, the per-term ablation deltas next to the paper's, and how it was run."""
+def per_metric(outcome: Outcome) -> dict[str, dict[str, dict[str, float]]]:
+    """``{"miou" | "seen" | "unseen" | "accuracy": summarise(...)}`` over the seeds of each method."""
+    return {name: summarise({k: [getattr(s, name) for s in v] for k, v in outcome.scores.items()})
+            for name in ("miou", "seen", "unseen", "accuracy")}
+
+
+def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
+    """docs/RESULTS.md: the setup, the tables, the per-term ablation deltas next to the paper's, and how it was run."""
     scale = context["scale"]
-    reference = summary.get("synseg")
+    metrics = per_metric(outcome)
+    miou = metrics["miou"]
+    clipseg_bce = ", ".join(f"{v['loss_first']:.3f} -> {v['loss_last']:.3f}" for k, v in context["stages"].items() if k.startswith("clipseg"))
     lines = [
         "# CPU benchmark results",
         "",
@@ -176,48 +239,77 @@ def results_markdown(summary: dict[str, dict[str, float]], outcome: Outcome, con
         "## Setup",
         "",
         f"- Data: procedural scenes (`synseg_core.data.synthetic`, {len(CLASSES)} classes: 13 objects + 6 stuff backgrounds, "
-        f"64x64 px): {scale['train_scenes']} training scenes (seed {TRAIN_SEED}), {scale['eval_scenes']} held-out evaluation "
-        f"scenes (seed {EVAL_SEED}). Training sees captions only, never masks.",
+        f"64x64 px): {scale['train_scenes']} training scenes (seed {TRAIN_SEED}; captions only), {scale['eval_scenes']} held-out "
+        f"evaluation scenes (seed {EVAL_SEED}), {scale['phrasecut_scenes']} scenes standing in for PhraseCut (seed {PHRASECUT_SEED}).",
         f"- Stage 1: open_clip `CLIP` (ViT: 64 px, patch 8, width 96, 4 layers; text: width 64, 2 layers; embed dim 64) trained "
-        f"from scratch with `open_clip.loss.ClipLoss`, {scale['stage1_steps']} steps x {scale['stage1_batch']} pairs; one run "
-        f"(contrastive loss {context['stage1']['loss_first']:.2f} -> {context['stage1']['loss_last']:.2f}), shared by every method.",
-        f"- Stage 2: `python -m synseg_core.train --config synseg_core/configs/tiny.yaml` with that CLIP frozen, "
-        f"{scale['stage2_steps']} steps x {scale['stage2_batch']} images, seeds {list(scale['seeds'])}; ablations set one "
-        "`loss.weights.<term>=0`; the baseline uses `loss.name=single_infonce` (caption embedding vs. mask-pooled synergy feature).",
+        f"from scratch with `open_clip.loss.ClipLoss`, {scale['stage1_steps']} steps x {scale['stage1_batch']} pairs "
+        f"(contrastive loss {context['stages']['stage1']['loss_first']:.2f} -> {context['stages']['stage1']['loss_last']:.2f}), "
+        "shared by every method.",
+        f"- CLIPSeg stand-in (`benchmarks/clipseg_init.py`): FiLM + decoder trained with BCE on referring masks of the "
+        f"{len(SEEN_CLASSES)} seen classes ({', '.join(SEEN_CLASSES)}) on the PhraseCut stand-in, {scale['clipseg_steps']} steps x 16 "
+        f"images, one per seed (BCE {clipseg_bce}); stage-2 run of seed s starts from stand-in s. "
+        f"The {len(UNSEEN_CLASSES)} unseen classes ({', '.join(UNSEEN_CLASSES)}) never have a mask anywhere.",
+        f"- Stage 2: `python -m synseg_core.train --config synseg_core/configs/tiny.yaml` with that CLIP frozen, captions only, "
+        f"{scale['stage2_steps']} steps x {scale['stage2_batch']} images, seeds {list(scale['seeds'])}. From the CLIPSeg stand-in "
+        f"(`model.init=`, `{' '.join(FINETUNE_LR)}`) as the paper, or from a random decoder (tiny.yaml's lr 1e-3). Ablations set "
+        "one `loss.weights.<term>=0`; the baseline uses `loss.name=single_infonce` (caption embedding vs. mask-pooled synergy feature).",
         f"- Evaluation: `python -m synseg_core.evaluate --protocol {PROTOCOL} --dataset folder`: {context['protocol']}. "
-        "Every pixel belongs to one of the 19 classes (no background class, no threshold); mIoU over the 19 classes.",
+        f"Every pixel belongs to one of the {len(CLASSES)} classes (no background class, no threshold); mIoU over all classes, "
+        "and the mean IoU of the seen and of the unseen classes from the same per-class IoUs.",
         "",
         "## mIoU (%) on held-out scenes",
         "",
-        "| Method | mIoU mean ± std | seeds | per seed | pixel acc. | Δ vs SynSeg | class score in / out of its mask |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| Method | decoder starts from | mIoU (19) mean ± std | seen (10) | unseen (9) | per seed | pixel acc. | class score in / out of its mask |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
     ]
     for method in METHODS:
-        stats = summary.get(method.key)
-        if stats is None:
+        if method.key not in miou:
             continue
-        delta = "" if reference is None or method.key == "synseg" else f"{stats['mean'] - reference['mean']:+.2f}"
-        seeds = ", ".join(f"{v:.2f}" for v in outcome.mious[method.key])
+        stats = miou[method.key]
+        seen, unseen = metrics["seen"][method.key], metrics["unseen"][method.key]
+        seeds = ", ".join(f"{s.miou:.2f}" for s in outcome.scores[method.key])
         inside, outside = outcome.selectivity[method.key]
-        lines.append(f"| {method.label} | {stats['mean']:.2f} ± {stats['std']:.2f} | {stats['n']} | {seeds} | "
-                     f"{outcome.accuracy[method.key]:.2f} | {delta} | {inside:.3f} / {outside:.3f} |")
+        start = method.init or ("(training-free)" if method.key == "maskclip" else "(it is the start)")
+        lines.append(f"| {method.label} | {start} | {stats['mean']:.2f} ± {stats['std']:.2f} | {seen['mean']:.2f} ± {seen['std']:.2f} | "
+                     f"{unseen['mean']:.2f} ± {unseen['std']:.2f} | {seeds} | {metrics['accuracy'][method.key]['mean']:.2f} | "
+                     f"{inside:.3f} / {outside:.3f} |")
     lines += [
         "",
-        "std is the sample standard deviation over training seeds (MaskCLIP has no training, so one value). "
+        "± is the sample standard deviation over seeds (MaskCLIP has no training, so one value). "
         f"The last column is the mean score S_c of each class present in an image inside vs. outside its true mask "
         f"(first {SELECTIVITY_IMAGES} held-out scenes, mean over seeds): equal values mean the maps do not localise the class.",
         "",
         "## Ablations next to the paper's Table 3",
         "",
-        "| Removed term | Δ mIoU here (mean ± std of the ablation) | paper Δ Context / Object / Stuff | same direction? |",
-        "|---|---:|---:|---|",
+        "Each row removes one term from SynSeg with text-free FSS from the CLIPSeg stand-in (the variant that learns here).",
+        "",
+        "| Removed term | Δ mIoU (19) | Δ unseen (9) | paper Δ Context / Object / Stuff | same direction? (mIoU) |",
+        "|---|---:|---:|---:|---|",
     ]
     for method in METHODS:
-        if method.removes is None or method.key not in summary or reference is None:
+        if method.removes is None or method.key not in miou or method.reference not in miou:
             continue
-        change = summary[method.key]["mean"] - reference["mean"]
+        change = miou[method.key]["mean"] - miou[method.reference]["mean"]
+        unseen_change = metrics["unseen"][method.key]["mean"] - metrics["unseen"][method.reference]["mean"]
         paper = " / ".join(f"{v:+.1f}" for v in PAPER_DELTAS[method.removes])
-        lines.append(f"| L_{method.removes} | {change:+.2f} (± {summary[method.key]['std']:.2f}) | {paper} | {direction(change, reference['std'] + summary[method.key]['std'])} |")
+        spread = miou[method.reference]["std"] + miou[method.key]["std"]
+        lines.append(f"| L_{method.removes} | {change:+.2f} (± {miou[method.key]['std']:.2f}) | {unseen_change:+.2f} | {paper} | "
+                     f"{direction(change, spread)} |")
+    if outcome.oracle:
+        lines += [
+            "",
+            "## What MCCL prefers: its terms at the true masks and where training ends",
+            "",
+            "Rows `oracle`: the activation maps are fixed to each caption category's true mask and only FiLM, the reduction and "
+            f"the projector are trained ({scale['oracle_steps']} steps; `benchmarks/mccl_oracle.py`; a diagnostic that reads masks, "
+            "not a method). Other rows: the mean of the last 5 logged steps of the trained runs (seed 0).",
+            "",
+            "| maps | L_align | L_cont | L_back | L_sep | total |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, terms in outcome.oracle.items():
+            label = name if name.startswith("oracle") else next(m.label for m in METHODS if m.key == name)
+            lines.append(f"| {label} | " + " | ".join(f"{terms[t]:.3f}" for t in TERMS) + f" | {sum(terms[t] for t in TERMS):.3f} |")
     lines += ["", "## Reading", "", *context["reading"], ""]
     if context.get("notes"):
         lines += ["## Analysis", "", context["notes"].strip(), ""]
@@ -233,36 +325,49 @@ def direction(change: float, spread: float) -> str:
     return "not resolved (within the seed spread)"
 
 
-def reading(summary: dict[str, dict[str, float]]) -> list[str]:
+def compare(metrics: dict[str, dict[str, dict[str, float]]], key: str, other: str, metric: str = "miou") -> str:
+    """'beats' / 'is below' / 'is within the seed spread of', judged by the two seed spreads (or by sign for one seed each)."""
+    a, b = metrics[metric][key], metrics[metric][other]
+    gap, spread = a["mean"] - b["mean"], a["std"] + b["std"]
+    if a["n"] < 2 and b["n"] < 2:
+        return "scores above" if gap > 0 else "scores below"
+    return "beats" if gap > spread else "is below" if gap < -spread else "is within the seed spread of"
+
+
+def reading(outcome: Outcome) -> list[str]:
     """Plain statements generated from the numbers (no claims the numbers do not support)."""
-    synseg = summary.get("synseg")
-    if synseg is None:
-        return ["SynSeg did not finish; no comparison is possible."]
+    metrics = per_metric(outcome)
+    miou, labels = metrics["miou"], {m.key: m.short for m in METHODS}
     notes = []
-    for key, name in (("maskclip", "the training-free MaskCLIP baseline"), ("infonce", "the single-category InfoNCE baseline")):
-        if key in summary:
-            gap = synseg["mean"] - summary[key]["mean"]
-            spread = synseg["std"] + summary[key]["std"]
-            verdict = "beats" if gap > spread else "is below" if gap < -spread else "is within the seed spread of"
-            if synseg["n"] < 2:
-                verdict = "scores above" if gap > 0 else "scores below"  # one seed: no spread to judge by
-            notes.append(f"- SynSeg {verdict} {name} ({synseg['mean']:.2f} vs {summary[key]['mean']:.2f}, Δ {gap:+.2f}).")
-    if "synseg_visual" in summary:
-        variant = summary["synseg_visual"]
-        notes.append(f"- FSS on text-free features (not in the paper): {variant['mean']:.2f} ± {variant['std']:.2f} "
-                     f"vs SynSeg {synseg['mean']:.2f} ± {synseg['std']:.2f}.")
-    ablations = {m.removes: summary[m.key]["mean"] - synseg["mean"] for m in METHODS if m.removes and m.key in summary}
+
+    def line(key: str, other: str, metric: str = "miou") -> str:
+        a, b = metrics[metric][key]["mean"], metrics[metric][other]["mean"]
+        scope = {"miou": "mIoU", "seen": "seen-class mIoU", "unseen": "unseen-class mIoU"}[metric]
+        return f"- {labels[key]} {compare(metrics, key, other, metric)} {labels[other]} in {scope} ({a:.2f} vs {b:.2f}, Δ {a - b:+.2f})."
+
+    for key in ("synseg_visual", "synseg"):
+        if key in miou and "clipseg_init" in miou:
+            notes += [line(key, "clipseg_init", "unseen"), line(key, "clipseg_init", "seen")]
+    for key, other in (("synseg_visual", "maskclip"), ("synseg", "maskclip"), ("synseg_visual", "infonce"), ("synseg_visual", "synseg"),
+                       ("scratch", "maskclip"), ("scratch_visual", "maskclip")):
+        if key in miou and other in miou:
+            notes.append(line(key, other))
+    ablations = [m for m in METHODS if m.removes and m.key in miou and m.reference in miou]
     if ablations:
-        helpful = [t for t, d in ablations.items() if d < 0]
-        if helpful:
-            worst = min(helpful, key=lambda t: ablations[t])
-            notes.append(f"- The largest drop comes from removing L_{worst} ({ablations[worst]:+.2f}); the paper's largest is L_sep."
-                         + (" It is within the seed spread." if -ablations[worst] <= synseg["std"] + summary[f"no_{worst}"]["std"] else ""))
-        notes.append(f"- Removing a term lowers mIoU for {len(helpful)} of {len(ablations)} terms "
-                     f"({', '.join('L_' + t for t in helpful) or 'none'}); the paper reports a drop for all four.")
-        within = [t for t, d in ablations.items() if abs(d) <= synseg["std"] + summary[f"no_{t}"]["std"]]
-        if within and synseg["n"] > 1:
+        change = {m.removes: miou[m.key]["mean"] - miou[m.reference]["mean"] for m in ablations}
+        helpful = [t for t, d in change.items() if d < 0]
+        notes.append(f"- Removing a term lowers mIoU for {len(helpful)} of {len(change)} terms "
+                     f"({', '.join('L_' + t for t in helpful) or 'none'}); the paper reports a drop for all four, the largest for L_sep.")
+        within = [m.removes for m in ablations if abs(change[m.removes]) <= miou[m.reference]["std"] + miou[m.key]["std"]]
+        if within and all(miou[m.key]["n"] > 1 for m in ablations):
             notes.append(f"- Within the seed spread (not distinguishable at this scale): {', '.join('L_' + t for t in within)}.")
+    for source in ("conditional", "visual"):
+        oracle, key = outcome.oracle.get(f"oracle, {source} FSS"), "synseg" if source == "conditional" else "synseg_visual"
+        if oracle and key in outcome.oracle:
+            truth, trained = sum(oracle.values()), sum(outcome.oracle[key].values())
+            verdict = "below" if trained < truth else "above"
+            notes.append(f"- MCCL total with {source} FSS: {truth:.3f} at the true masks, {trained:.3f} where {labels[key]} ends "
+                         f"({verdict} the true masks).")
     return notes
 
 
@@ -276,6 +381,7 @@ class Benchmark:
         self._lock = threading.Lock()
         self.train_dir = out / "data" / "train"
         self.eval_dir = out / "data" / "eval"
+        self.phrasecut_dir = out / "data" / "phrasecut"
         self.clip = out / "stage1" / "clip.safetensors"
         self.timings_path = out / "timings.json"
         self.timings: dict[str, float] = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
@@ -286,7 +392,8 @@ class Benchmark:
             write_json(self.timings_path, self.timings)
 
     def data(self) -> None:
-        for folder, count, seed in ((self.train_dir, self.scale.train_scenes, TRAIN_SEED), (self.eval_dir, self.scale.eval_scenes, EVAL_SEED)):
+        for folder, count, seed in ((self.train_dir, self.scale.train_scenes, TRAIN_SEED), (self.eval_dir, self.scale.eval_scenes, EVAL_SEED),
+                                    (self.phrasecut_dir, self.scale.phrasecut_scenes, PHRASECUT_SEED)):
             marker = folder / "done.json"
             wanted = {"num": count, "seed": seed}
             if marker.is_file() and json.loads(marker.read_text()) == wanted:
@@ -296,17 +403,31 @@ class Benchmark:
             write_json(marker, wanted)
             self._timed(f"data/{folder.name}", start)
 
-    def stage1(self) -> dict[str, float]:
-        stats_path = self.out / "stage1" / "stats.json"
-        if self.clip.is_file() and stats_path.is_file():
+    def _stage(self, name: str, done: Path, train: Any) -> dict[str, float]:
+        """Run one training stage unless its output and stats exist; returns its stats."""
+        stats_path = self.out / name / "stats.json"
+        if done.exists() and stats_path.is_file():
             return json.loads(stats_path.read_text())
         start = time.perf_counter()
-        log.info("stage 1: CLIP, %d steps", self.scale.stage1_steps)
-        stats = train_clip(self.train_dir / "captions.jsonl", self.clip, steps=self.scale.stage1_steps,
-                           batch_size=self.scale.stage1_batch, seed=0, progress=False)
+        log.info("%s", name)
+        stats = train()
         write_json(stats_path, stats)
-        self._timed("stage1", start)
+        self._timed(name, start)
         return stats
+
+    def stage1(self) -> dict[str, float]:
+        return self._stage("stage1", self.clip, lambda: train_clip(
+            self.train_dir / "captions.jsonl", self.clip, steps=self.scale.stage1_steps, batch_size=self.scale.stage1_batch, seed=0,
+            progress=False))
+
+    def clipseg(self, seed: int) -> Path:
+        """The CLIPSeg stand-in that stage-2 runs of ``seed`` start from."""
+        return self.out / f"clipseg_init_seed{seed}" / "model"
+
+    def clipseg_init(self, seed: int) -> dict[str, float]:
+        model = self.clipseg(seed)
+        return self._stage(model.parent.name, model / CONFIG_NAME, lambda: train_clipseg_init(
+            self.phrasecut_dir, self.clip, model, steps=self.scale.clipseg_steps, seed=seed, progress=False))
 
     def stage2(self, method: Method, seed: int) -> Path:
         run_dir = self.out / "runs" / run_name(method, seed)
@@ -315,7 +436,7 @@ class Benchmark:
             return model
         start = time.perf_counter()
         resume = (run_dir / "config.yaml").is_file()
-        command = stage2_command(method, seed, self.scale, self.clip, self.train_dir / "captions.jsonl", run_dir, resume)
+        command = stage2_command(method, seed, self.scale, self.clip, self.clipseg(seed), self.train_dir / "captions.jsonl", run_dir, resume)
         log.info("stage 2: %s seed %d%s", method.label, seed, " (resuming)" if resume else "")
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         # One thread per run and `jobs` runs at a time: tiny models gain little from a second thread,
@@ -354,33 +475,50 @@ class Benchmark:
         write_json(path, list(result))
         return result
 
+    def oracle(self, runs: dict[str, Path]) -> dict[str, dict[str, float]]:
+        """MCCL's terms at the true masks for both FSS sources, next to where the seed-0 SynSeg runs end."""
+        path = self.out / "oracle.json"
+        if not path.is_file():
+            start = time.perf_counter()
+            found = {f"oracle, {source} FSS": oracle_terms(self.train_dir, self.clipseg(self.scale.seeds[0]), source, steps=self.scale.oracle_steps)
+                     for source in ("conditional", "visual")}
+            write_json(path, found)
+            self._timed("oracle", start)
+        found = json.loads(path.read_text())
+        for key in ("synseg", "synseg_visual", "scratch", "scratch_visual"):
+            if key in runs:
+                found[key] = run_terms(runs[key])
+        return found
+
     def run(self) -> Outcome:
         """Every step, skipping the finished ones."""
         self.data()
-        stage1 = self.stage1()
-        mious: dict[str, list[float]] = {m.key: [] for m in METHODS}
-        accuracies: dict[str, list[float]] = {m.key: [] for m in METHODS}
+        stages = {"stage1": self.stage1(), **{f"clipseg_init_seed{seed}": self.clipseg_init(seed) for seed in self.scale.seeds}}
+        scores: dict[str, list[Score]] = {m.key: [] for m in METHODS}
         selectivities: dict[str, list[tuple[float, float]]] = {m.key: [] for m in METHODS}
-        synseg_models: dict[str, Path] = {}
+        synseg_models: dict[str, tuple[str, float, Path]] = {}
         runs = [(method, seed) for seed in self.scale.seeds for method in METHODS if method.trained]
         with ThreadPoolExecutor(self.jobs) as pool:
             models = list(pool.map(lambda run: self.stage2(*run), runs))
-        # MaskCLIP reads the frozen stage-1 towers, which every stage-2 checkpoint holds unchanged.
+        # MaskCLIP reads the frozen stage-1 towers, which every checkpoint of the benchmark holds unchanged.
         evaluations = [(run_name(m, seed), m.key, model, ["-c", str(model)]) for (m, seed), model in zip(runs, models, strict=True)]
-        evaluations.append(("maskclip", "maskclip", models[0], ["-c", str(models[0]), "--method", "maskclip"]))
+        first = self.clipseg(self.scale.seeds[0])
+        evaluations.append(("maskclip", "maskclip", first, ["-c", str(first), "--method", "maskclip"]))
+        evaluations += [(f"clipseg_init_seed{seed}", "clipseg_init", self.clipseg(seed), ["-c", str(self.clipseg(seed))])
+                        for seed in self.scale.seeds]
         for name, key, model, arguments in evaluations:
-            results = self.evaluate(name, arguments)
-            mious[key].append(results["miou"])
-            accuracies[key].append(results["pixel_accuracy"])
+            score = Score.from_results(self.evaluate(name, arguments))
+            scores[key].append(score)
             selectivities[key].append(self.selectivity(name, model, key))
-            if key == "synseg":
-                synseg_models[name] = model
+            if key in DEMO_CANDIDATES:
+                synseg_models[name] = (key, score.miou, model)
+        first_seed = {m.key: model.parent for (m, seed), model in zip(runs, models, strict=True) if seed == self.scale.seeds[0]}
         return Outcome(
-            mious=mious,
-            accuracy={k: statistics.fmean(v) for k, v in accuracies.items() if v},
+            scores={k: v for k, v in scores.items() if v},
             selectivity={k: (statistics.fmean(i for i, _ in v), statistics.fmean(o for _, o in v)) for k, v in selectivities.items() if v},
             synseg_models=synseg_models,
-            stage1=stage1,
+            oracle=self.oracle(first_seed),
+            stages=stages,
         )
 
 
@@ -443,7 +581,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         log.error("fix the cause and run the same command again: finished steps are kept in %s", out)
         return 1
-    summary = summarise(outcome.mious)
     invocations_path = out / "invocations.json"
     invocations = json.loads(invocations_path.read_text()) if invocations_path.is_file() else []
     invocations.append({"started": started, "minutes": round((time.perf_counter() - start) / 60, 2),
@@ -456,20 +593,21 @@ def main(argv: list[str] | None = None) -> int:
         "invocations": invocations,
         "cpus": os.cpu_count(),
         "scale": asdict(scale),
-        "stage1": outcome.stage1,
+        "stages": outcome.stages,
         "protocol": get_protocol(PROTOCOL).describe(),
-        "reading": reading(summary),
+        "reading": reading(outcome),
         "notes": NOTES.read_text() if NOTES.is_file() and not args.quick else "",
     }
-    best = max(outcome.synseg_models, key=lambda name: outcome.mious["synseg"][list(outcome.synseg_models).index(name)])
+    best = max(outcome.synseg_models, key=lambda name: outcome.synseg_models[name][1])
     if assets:
-        demo, size = install_assets(outcome.synseg_models[best], benchmark.eval_dir)
-        context["reading"].append(f"- Demo model: {best} (the best SynSeg seed), {size / 2**20:.1f} MB, installed in "
-                                  f"`synseg_core/assets/{demo.name}/`.")
+        key, miou, model = outcome.synseg_models[best]
+        demo, size = install_assets(model, benchmark.eval_dir)
+        context["reading"].append(f"- Demo model: {best} ({miou:.2f} mIoU, the best run of {' / '.join(DEMO_CANDIDATES)}), "
+                                  f"{size / 2**20:.1f} MB, installed in `synseg_core/assets/{demo.name}/`.")
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(results_path, results_markdown(summary, outcome, context))
-    write_json(out / "summary.json", {"summary": summary, "per_seed": outcome.mious, "pixel_accuracy": outcome.accuracy,
-                                      "selectivity": outcome.selectivity, **context})
+    write_text(results_path, results_markdown(outcome, context))
+    write_json(out / "summary.json", {"metrics": per_metric(outcome), "per_seed": {k: [asdict(s) for s in v] for k, v in outcome.scores.items()},
+                                      "selectivity": outcome.selectivity, "oracle": outcome.oracle, **context})
     log.info("wrote %s (%.1f min)", results_path, context["wall_minutes"])
     return 0
 
