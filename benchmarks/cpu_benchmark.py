@@ -51,7 +51,7 @@ from benchmarks.clipseg_init import SEEN_CLASSES, UNSEEN_CLASSES, train_clipseg_
 from benchmarks.mccl_oracle import oracle_terms, run_terms
 from benchmarks.stage1_clip import BENCHMARK_CLIP, train_clip
 from synseg_core.baselines.maskclip import maskclip_segmenter
-from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_model
+from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_config, load_model
 from synseg_core.data.benchmarks import get_dataset
 from synseg_core.data.segmentation import SegmentationDataset
 from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
@@ -529,9 +529,14 @@ def install_assets(model: Path, eval_dir: Path) -> tuple[Path, int]:
     if size > MAX_DEMO_BYTES:
         raise RuntimeError(f"{model}: {size / 2**20:.1f} MB exceeds the {MAX_DEMO_BYTES / 2**20:.0f} MB demo-model limit")
     demo.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CONFIG_NAME):  # config last: segment.py takes config.json as "a demo model is here"
-        shutil.copyfile(model / name, demo / f".{name}.tmp")
-        os.replace(demo / f".{name}.tmp", demo / name)
+    shutil.copyfile(model / WEIGHTS_NAME, demo / f".{WEIGHTS_NAME}.tmp")
+    os.replace(demo / f".{WEIGHTS_NAME}.tmp", demo / WEIGHTS_NAME)
+    # Config last (segment.py takes config.json as "a demo model is here"), with the inference defaults the
+    # benchmark scored it with: its protocol's templates, and every pixel labelled with its best word.
+    config = load_config(model)
+    config.prompt_set, config.threshold = get_protocol(PROTOCOL).template_set, 0.0
+    config.save(demo / f".{CONFIG_NAME}.tmp")
+    os.replace(demo / f".{CONFIG_NAME}.tmp", demo / CONFIG_NAME)
     samples.mkdir(parents=True, exist_ok=True)
     for old in samples.glob("*.png"):
         old.unlink()
