@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ class SynSegConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SynSegConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SynSegConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -72,7 +72,7 @@ class SynSegConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "SynSegConfig":
+    def load(cls, path: str | Path) -> SynSegConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -103,7 +103,7 @@ def list_presets() -> list[str]:
     return sorted(PRESETS)
 
 
-def get_config(name_or_config: "str | SynSegConfig | dict[str, Any]") -> SynSegConfig:
+def get_config(name_or_config: str | SynSegConfig | dict[str, Any]) -> SynSegConfig:
     """Resolve a preset name, a dict or a config into a fresh ``SynSegConfig``."""
     if isinstance(name_or_config, SynSegConfig):
         return dataclasses.replace(name_or_config)

@@ -102,7 +102,7 @@ def torch_load_calls(text):
     calls, start = [], text.find("torch.load(")
     while start != -1:
         depth, end = 0, start + len("torch.load")
-        for end in range(end, len(text)):
+        for end in range(end, len(text)):  # noqa: B020 - `end` is meant to continue from the call's name
             depth += {"(": 1, ")": -1}.get(text[end], 0)
             if depth == 0:
                 break

@@ -47,7 +47,7 @@ def test_extracted_activations_are_the_outputs_of_the_named_blocks(tiny_model):
         tokens = block(tokens)
         outputs.append(tokens)
     features = tiny_model.encode_image(x)
-    for layer, activation in zip(tiny_model.config.extract_layers, features.activations):
+    for layer, activation in zip(tiny_model.config.extract_layers, features.activations, strict=True):
         torch.testing.assert_close(activation, outputs[layer])
 
 

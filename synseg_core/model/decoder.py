@@ -69,7 +69,7 @@ class Decoder(nn.Module):
         state: torch.Tensor | None = None
         conditional: torch.Tensor | None = None
         visual: torch.Tensor | None = None
-        for index, (activation, reduce, layer) in enumerate(zip(reversed(activations), self.reduces, self.layers)):
+        for index, (activation, reduce, layer) in enumerate(zip(reversed(activations), self.reduces, self.layers, strict=True)):
             # The reduction is per image; broadcasting it over the K categories avoids K identical matmuls.
             reduced = reduce(activation)
             reduced = reduced.unsqueeze(1).expand(-1, num_classes, -1, -1).reshape(batch * num_classes, *reduced.shape[1:])

@@ -50,7 +50,7 @@ class _Frozen(nn.Module):
         self.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "_Frozen":
+    def train(self, mode: bool = True) -> _Frozen:
         return super().train(False)
 
 

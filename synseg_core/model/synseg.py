@@ -89,7 +89,7 @@ class SynSeg(nn.Module):
         return synergy_features(self.projector, features, output.logits)
 
 
-def create_model(config: "str | SynSegConfig | dict" = "vit-b-16", seed: int | None = None, **overrides: object) -> SynSeg:
+def create_model(config: str | SynSegConfig | dict = "vit-b-16", seed: int | None = None, **overrides: object) -> SynSeg:
     """A random-init SynSeg from a preset name (see ``list_presets()``), a config or a dict; ``overrides`` replace fields."""
     resolved = get_config(config)
     if overrides:

@@ -23,5 +23,5 @@ class Backend(ABC):
     def infer(self, pixels: np.ndarray, text: np.ndarray) -> np.ndarray:
         """[B, 3, H, W] + [K, T] -> logits [B, K, H, W]."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: backends without resources need not override it
         """Release runtime resources (sessions, engines, GPU memory)."""

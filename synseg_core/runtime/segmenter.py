@@ -80,7 +80,7 @@ class Segmenter:
         return self.backend.precision
 
     @classmethod
-    def from_model(cls, model: SynSeg, device: str = "cpu", precision: str = "fp32", **kwargs: object) -> "Segmenter":
+    def from_model(cls, model: SynSeg, device: str = "cpu", precision: str = "fp32", **kwargs: object) -> Segmenter:
         from synseg_core.runtime.torch_backend import TorchBackend
 
         backend = TorchBackend(model, device=device, precision=precision)
@@ -97,7 +97,7 @@ class Segmenter:
         threshold: float | None = None,
         template_set: str | None = None,
         **backend_options: object,
-    ) -> "Segmenter":
+    ) -> Segmenter:
         """Load a checkpoint directory and run it on ``backend`` (torch, onnxruntime or tensorrt)."""
         if backend not in BACKEND_MODULES:
             raise ValueError(f"unknown backend {backend!r}; choose one of {list_backends()}")

@@ -46,7 +46,7 @@ def fill_templates(word: str, template_set: str) -> list[str]:
 def check_vocabulary(words: Sequence[str], max_words: int | None = None) -> list[str]:
     """Validate a vocabulary: non-empty, stripped, unique words. Returns the stripped words."""
     if isinstance(words, str):
-        raise ValueError("vocabulary must be a list of words, not one string (did you mean [%r]?)" % words)
+        raise ValueError(f"vocabulary must be a list of words, not one string (did you mean [{words!r}]?)")
     cleaned = [str(w).strip() for w in words]
     if not cleaned:
         raise ValueError("vocabulary is empty: give at least one word")
@@ -89,7 +89,7 @@ class EmbeddingCache:
         if missing:
             fresh = compute(missing)
             with self._lock:
-                for word, emb in zip(missing, fresh):
+                for word, emb in zip(missing, fresh, strict=True):
                     self._store[(model_id, template_set, word)] = emb.detach().cpu()
                 while len(self._store) > self.max_entries:
                     self._store.popitem(last=False)
