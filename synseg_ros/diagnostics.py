@@ -42,6 +42,7 @@ class Snapshot:
     """Counters and figures at one moment; latencies are medians in milliseconds."""
 
     received: int
+    lost: int
     dropped: int
     processed: int
     bad_input: int
@@ -54,6 +55,17 @@ class Snapshot:
     stamp_latency_ms: float | None
     last_problem: str
     seconds_since_input: float | None
+    seconds_since_output: float | None
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """A vocabulary being encoded while the old one stays in use."""
+
+    words: int
+    encoded: int
+    seconds: float  # since it was requested
+    since_stamp: float  # the same moment on the node's clock, seconds
 
 
 class PipelineStats:
@@ -70,7 +82,8 @@ class PipelineStats:
         self._overhead: deque[float] = deque(maxlen=samples)
         self._stamp_latency: deque[float] = deque(maxlen=samples)
         self._last_input: float | None = None
-        self.received = self.dropped = self.processed = self.bad_input = self.errors = 0
+        self._last_output: float | None = None
+        self.received = self.lost = self.dropped = self.processed = self.bad_input = self.errors = 0
         self.last_problem = ""
 
     def frame_received(self, dropped_one: bool) -> None:
@@ -81,6 +94,11 @@ class PipelineStats:
             self._input.tick(now)
             self._last_input = now
 
+    def frames_lost(self, count: int) -> None:
+        """Frames that DDS announced but did not deliver whole (best effort: a fragment was lost)."""
+        with self._lock:
+            self.lost += count
+
     def frame_published(
         self,
         stage_seconds: Mapping[str, float],
@@ -89,9 +107,11 @@ class PipelineStats:
         stamp_latency_s: float | None,
     ) -> None:
         """One frame out: its stage times, the model call's share, receive -> publish, stamp -> publish."""
+        now = time.monotonic()
         with self._lock:
             self.processed += 1
-            self._output.tick(time.monotonic())
+            self._output.tick(now)
+            self._last_output = now
             for stage, seconds in stage_seconds.items():
                 self._stages.setdefault(stage, deque(maxlen=self._samples)).append(seconds)
             self._node_latency.append(node_latency_s)
@@ -114,6 +134,7 @@ class PipelineStats:
         with self._lock:
             return Snapshot(
                 received=self.received,
+                lost=self.lost,
                 dropped=self.dropped,
                 processed=self.processed,
                 bad_input=self.bad_input,
@@ -126,6 +147,7 @@ class PipelineStats:
                 stamp_latency_ms=_median_ms(self._stamp_latency) if self._stamp_latency else None,
                 last_problem=self.last_problem,
                 seconds_since_input=None if self._last_input is None else now - self._last_input,
+                seconds_since_output=None if self._last_output is None else now - self._last_output,
             )
 
 
@@ -141,9 +163,10 @@ class StatusReporter:
     hardware_id: str
     input_topic: str
     stale_after_s: float = 5.0
+    slow_vocabulary_s: float = 10.0  # WARN when a new vocabulary takes longer than this to prepare
     _previous: Snapshot | None = field(default=None, init=False)
 
-    def status(self, snap: Snapshot, info: Mapping[str, str]) -> DiagnosticStatus:
+    def status(self, snap: Snapshot, info: Mapping[str, str], preparing: Preparing | None = None) -> DiagnosticStatus:
         before = self._previous
         self._previous = snap
         new_errors = snap.errors - (before.errors if before else 0)
@@ -157,12 +180,24 @@ class StatusReporter:
         elif snap.seconds_since_input > self.stale_after_s:
             level = DiagnosticStatus.WARN
             message = f"no image on {self.input_topic} for {snap.seconds_since_input:.0f} s"
+        elif snap.seconds_since_output is not None and snap.seconds_since_output > self.stale_after_s:
+            # images arrive (the branch above) but no mask went out: the model is stuck or too slow
+            level = DiagnosticStatus.WARN
+            message = f"images arrive but no mask was published for {snap.seconds_since_output:.0f} s"
         else:
             level, message = DiagnosticStatus.OK, f"segmenting at {snap.output_hz:.1f} Hz"
+        if preparing is not None:
+            message += (
+                f"; preparing a vocabulary of {preparing.words} words for {preparing.seconds:.0f} s "
+                f"({preparing.encoded} encoded)"
+            )
+            if preparing.seconds > self.slow_vocabulary_s and level == DiagnosticStatus.OK:
+                level = DiagnosticStatus.WARN
         values = {
             "input_rate_hz": f"{snap.input_hz:.2f}",
             "output_rate_hz": f"{snap.output_hz:.2f}",
             "frames_received": str(snap.received),
+            "frames_lost": str(snap.lost),
             "frames_processed": str(snap.processed),
             "frames_dropped": str(snap.dropped),
             "bad_input": str(snap.bad_input),
@@ -173,6 +208,10 @@ class StatusReporter:
             # receive -> publish outside the model call: waiting, converting, encoding, sending
             "latency_node_overhead_ms": _format_ms(snap.overhead_ms),
             "latency_stamp_to_publish_ms": _format_ms(snap.stamp_latency_ms),
+            "vocabulary_preparing": "true" if preparing else "false",
+            "vocabulary_preparing_words": f"{preparing.encoded}/{preparing.words}" if preparing else "",
+            "vocabulary_preparing_since": f"{preparing.since_stamp:.3f}" if preparing else "",
+            "vocabulary_preparing_s": f"{preparing.seconds:.1f}" if preparing else "",
             **info,
         }
         return DiagnosticStatus(

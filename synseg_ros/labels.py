@@ -20,14 +20,19 @@ MONO8_UNLABELED = 255
 MONO8_CLASSES = 254
 MONO16_UNLABELED = 65535
 MAX_IDS = MONO16_UNLABELED  # ids 0..65534; the last value means unlabeled
+# A word or short phrase; longer text would be cut off by CLIP's 77-token context anyway.
+MAX_WORD_CHARS = 100
 
 
 def parse_vocabulary(words: object, max_words: int = MAX_VOCABULARY) -> tuple[str, ...]:
     """Check a vocabulary given as a ROS value and return its stripped words.
 
     Raises ValueError with the reason: not a list of strings (rclpy turns `[]` into a bool or byte
-    array), or anything the library rejects (empty, blank or repeated words, too many words).
+    array), a word longer than MAX_WORD_CHARS, or anything the library rejects (empty, blank or
+    repeated words, too many words).
     """
+    if words is None:  # `vocabulary: []` in a params file leaves a dynamically typed parameter NOT_SET
+        words = []
     if isinstance(words, (str, bytes)) or not isinstance(words, Iterable):
         raise ValueError(
             f"vocabulary must be a list of words such as [door, chair], got {type(words).__name__}"
@@ -36,6 +41,12 @@ def parse_vocabulary(words: object, max_words: int = MAX_VOCABULARY) -> tuple[st
     wrong = [word for word in words if not isinstance(word, str)]
     if words and wrong:
         raise ValueError(f"vocabulary words must be strings, got {wrong[0]!r}")
+    for word in words:
+        if len(word.strip()) > MAX_WORD_CHARS:
+            raise ValueError(
+                f"vocabulary word {word.strip()[:30]!r}... has {len(word.strip())} characters, at most "
+                f"{MAX_WORD_CHARS} are allowed: give a word or a short phrase"
+            )
     return tuple(check_vocabulary(words, max_words))
 
 

@@ -1,8 +1,9 @@
 """The `synseg` node: camera frames in, label masks for the current vocabulary out.
 
 Composition only: `settings` declares and checks parameters, `worker` runs the model on the newest
-frame in its own thread, `image_codec` converts images, `labels` keeps ids stable, `outputs` builds
-the messages, `diagnostics` reports. Run with `ros2 run synseg_ros synseg` or
+frame in its own thread, `vocabulary` encodes a new vocabulary on another while masks keep flowing,
+`image_codec` converts images, `labels` keeps ids stable, `outputs` builds the messages,
+`diagnostics` reports. Run with `ros2 run synseg_ros synseg` or
 `python -m synseg_ros.node --ros-args -p model_path:=<checkpoint>`.
 """
 
@@ -10,17 +11,21 @@ from __future__ import annotations
 
 import array
 import copy
+import dataclasses
+import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import HIDDEN_NODE_PREFIX, Node
@@ -33,13 +38,14 @@ from std_msgs.msg import Header
 from synseg_core import Segmenter
 from synseg_core.visualize import overlay as overlay_image
 
-from .diagnostics import PipelineStats, StatusReporter
+from .diagnostics import PipelineStats, Preparing, StatusReporter
 from .image_codec import ImageDecodeError, decode_compressed, decode_image
 from .labels import LabelMap, parse_vocabulary
 from .msg import LabelClass, LabelInfo, Segmentation
 from .outputs import MessageTypes, image_message, label_info_message, segmentation_message
 from .settings import Settings, declare, validated_changes
 from .srv import Segment
+from .vocabulary import VocabularyPreparer, VocabularyRequest
 from .worker import LatestFrameWorker
 
 try:  # the standard label map message, where vision_msgs is installed (not on PyPI)
@@ -73,6 +79,14 @@ def _subscribed(publisher: Any) -> bool:
 
 class StartupError(RuntimeError):
     """Bad parameters or a model that does not load: the node cannot start."""
+
+
+@dataclass(frozen=True)
+class Active:
+    """What the inference thread segments with; replaced as a whole, between two frames."""
+
+    settings: Settings  # vocabulary and prompt_templates: those of `label_map`, encoded
+    label_map: LabelMap
 
 
 @dataclass
@@ -113,15 +127,18 @@ class SynsegNode(Node):
             settings = declare(self)
         except (ValueError, ParameterException) as error:
             raise StartupError(f"invalid parameters: {error}") from error
-        # Accepted by the parameter callback (executor thread) / in effect (inference thread).
-        self._settings = self._active = settings
+        # Accepted by the parameter callback (executor thread); `_active`: in effect (inference thread).
+        self._settings = settings
         self.get_logger().info(f"loading {settings.backend} model from '{settings.model_path}'")
         try:
             self._segmenter = load_segmenter(settings)
         except Exception as error:
             raise StartupError(f"cannot load the model from '{settings.model_path}': {error}") from error
-        self._label_map = LabelMap.create(settings.vocabulary)
-        self._segmenter.encode_vocabulary(self._label_map.words, settings.prompt_templates)
+        label_map = LabelMap.create(settings.vocabulary)
+        self._segmenter.encode_vocabulary(label_map.words, settings.prompt_templates)
+        self._active = Active(settings, label_map)
+        # The newest vocabulary encoded in full (set by the vocabulary thread, applied by the worker).
+        self._prepared = VocabularyRequest(settings.vocabulary, settings.prompt_templates)
         # The worker and the one-shot service share the model; one call at a time.
         self._model_lock = threading.Lock()
         self._stats = PipelineStats()
@@ -145,18 +162,24 @@ class SynsegNode(Node):
         self._worker: LatestFrameWorker[Frame, Settings] = LatestFrameWorker(
             self._process, self._apply, self._report_failure
         )
+        self._vocabulary = VocabularyPreparer(
+            self._segmenter.encode_vocabulary, self._vocabulary_ready, self._vocabulary_failed
+        )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_label_info()
         self._worker.start()
+        self._vocabulary.start()
 
         qos = image_qos(settings.image_reliability)
+        events = SubscriptionEventCallbacks(message_lost=self._on_frames_lost)
         if settings.input_transport == "compressed":
             self._image_sub = self.create_subscription(
-                CompressedImage, "image/compressed", lambda msg: self._on_image(msg, decode_compressed), qos
+                CompressedImage, "image/compressed", lambda msg: self._on_image(msg, decode_compressed), qos,
+                event_callbacks=events,
             )
         else:
             self._image_sub = self.create_subscription(
-                Image, "image", lambda msg: self._on_image(msg, decode_image), qos
+                Image, "image", lambda msg: self._on_image(msg, decode_image), qos, event_callbacks=events
             )
         if settings.use_camera_info:
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, image_qos("best_effort"))
@@ -174,9 +197,11 @@ class SynsegNode(Node):
         )
 
     def close(self) -> None:
+        """Stop the threads without waiting for a model or encoding call in flight (it cannot be
+        interrupted and may take seconds); they are daemons and end after it."""
         self._worker.stop()
+        self._vocabulary.stop()
         self._service_executor.shutdown()
-        self._service_thread.join(5)
         self._service_node.destroy_node()
 
     # --- executor thread: callbacks only hand over -------------------------------------------
@@ -184,6 +209,9 @@ class SynsegNode(Node):
     def _on_image(self, msg: Any, decode: Callable[[Any], np.ndarray]) -> None:
         dropped = self._worker.submit(Frame(msg, decode, time.monotonic()))
         self._stats.frame_received(dropped)
+
+    def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
+        self._stats.frames_lost(info.total_count_change)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -195,22 +223,27 @@ class SynsegNode(Node):
             self.get_logger().warning(f"rejected parameters: {error}")
             return SetParametersResult(successful=False, reason=str(error))
         # This is the only set-parameters callback, so accepting here means the values are set;
-        # the worker applies them between two frames (no post-set callback on Humble).
+        # the worker applies them between two frames (no post-set callback on Humble). A vocabulary
+        # or template set is encoded first, on the vocabulary thread; the rest applies at once.
         self._settings = settings
+        if any(p.name in ("vocabulary", "prompt_templates") for p in parameters):
+            self._vocabulary.request(VocabularyRequest(settings.vocabulary, settings.prompt_templates))
         self._worker.request(settings)
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
+        active = self._active
         status = self._reporter.status(
             self._stats.snapshot(),
             {
                 "backend": self._segmenter.backend_name,
                 "precision": self._segmenter.precision,
-                "device": self._active.device,
-                "vocabulary_size": str(len(self._label_map.words)),
-                "vocabulary_version": str(self._label_map.version),
-                "label_encoding": self._label_map.encoding,
+                "device": active.settings.device,
+                "vocabulary_size": str(len(active.label_map.words)),
+                "vocabulary_version": str(active.label_map.version),
+                "label_encoding": active.label_map.encoding,
             },
+            self._preparing(),
         )
         self._diagnostics_pub.publish(DiagnosticArray(header=self._now_header(), status=[status]))
 
@@ -252,16 +285,19 @@ class SynsegNode(Node):
         return response
 
     def _segment_once(self, request: Segment.Request) -> Segmentation:
-        settings = self._active
+        active = self._active
+        settings, label_map = active.settings, active.label_map
         rgb = decode_image(request.image)
-        label_map = (
-            LabelMap.create(parse_vocabulary(request.vocabulary, settings.max_vocabulary_size))
-            if len(request.vocabulary)
-            else self._label_map
-        )
-        threshold = settings.threshold if request.threshold < 0 else float(request.threshold)
-        if threshold > 1:
-            raise ValueError(f"threshold must be at most 1, got {threshold}")
+        if len(request.vocabulary):
+            label_map = LabelMap.create(parse_vocabulary(request.vocabulary, settings.max_vocabulary_size))
+        if request.threshold < 0:
+            threshold = settings.threshold
+        elif 0 <= request.threshold <= 1:  # also false for NaN
+            threshold = float(request.threshold)
+        else:
+            raise ValueError(
+                f"threshold must be from 0 to 1 (or negative for the node's threshold), got {request.threshold}"
+            )
         with self._model_lock:
             result = self._segmenter.segment(rgb, label_map.words, threshold, settings.prompt_templates)
         header = request.image.header
@@ -272,18 +308,20 @@ class SynsegNode(Node):
     # --- inference thread ---------------------------------------------------------------------
 
     def _apply(self, settings: Settings) -> None:
-        label_map = self._label_map.with_words(settings.vocabulary)
-        with self._model_lock:  # the text encoding runs here, not in the next frame
-            self._segmenter.encode_vocabulary(label_map.words, settings.prompt_templates)
-        changed = label_map is not self._label_map
-        self._active, self._label_map = settings, label_map
+        """The newest settings, with the newest vocabulary encoded in full; label_info goes out
+        before the first mask made with them."""
+        prepared, before = self._prepared, self._active
+        label_map = before.label_map.with_words(prepared.words)
+        settings = dataclasses.replace(settings, vocabulary=prepared.words, prompt_templates=prepared.template_set)
+        self._active = Active(settings, label_map)
         self._publish_label_info()
-        if changed:
+        if label_map is not before.label_map:
             names = ", ".join(f"{word}={i}" for i, word, _ in label_map.classes())
             self.get_logger().info(f"vocabulary version {label_map.version}: {names}")
 
     def _process(self, frame: Frame) -> None:
-        settings, label_map = self._active, self._label_map
+        active = self._active
+        settings, label_map = active.settings, active.label_map
         start = time.perf_counter()
         try:
             rgb = frame.decode(frame.msg)
@@ -336,14 +374,36 @@ class SynsegNode(Node):
             camera_info.header = header
             self._camera_info_pub.publish(camera_info)
 
+    # --- vocabulary thread ----------------------------------------------------------------------
+
+    def _vocabulary_ready(self, request: VocabularyRequest) -> None:
+        self._prepared = request
+        self._worker.request(self._settings)
+
+    def _vocabulary_failed(self, request: VocabularyRequest, error: BaseException) -> None:
+        version = self._active.label_map.version
+        self._report_failure(
+            f"encoding the vocabulary of {len(request.words)} words (vocabulary version {version} stays in use)",
+            error,
+        )
+
     def _report_failure(self, what: str, error: BaseException) -> None:
         self._stats.failed(f"{what}: {error}")
         self.get_logger().error(f"{what} failed: {error!r}", throttle_duration_sec=WARN_EVERY_S)
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _preparing(self) -> Preparing | None:
+        progress = self._vocabulary.progress()
+        if progress is None:
+            return None
+        seconds = time.monotonic() - progress.since
+        since = self.get_clock().now().nanoseconds / 1e9 - seconds
+        return Preparing(len(progress.request.words), progress.encoded, seconds, since)
+
     def _publish_label_info(self) -> None:
-        settings, label_map = self._active, self._label_map
+        active = self._active
+        settings, label_map = active.settings, active.label_map
         header = self._now_header()
         self._label_info_pub.publish(
             label_info_message(MESSAGES, header, label_map, settings.threshold, settings.prompt_templates)
@@ -368,15 +428,16 @@ class SynsegNode(Node):
         return age / 1e9 if age >= 0 else None
 
 
-def main(args: list[str] | None = None) -> int:
+def main(args: list[str] | None = None) -> NoReturn:
     rclpy.init(args=args)
     node = None
+    code = 0
     try:
         node = SynsegNode()
         rclpy.spin(node)
     except StartupError as error:
         rclpy.logging.get_logger("synseg").fatal(str(error))
-        return 1
+        code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -384,8 +445,13 @@ def main(args: list[str] | None = None) -> int:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    # Everything is closed. Skip the interpreter's teardown: unloading torch and friends takes
+    # 1-2 s, and a model call still in flight on the daemon inference thread would hold it up too.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

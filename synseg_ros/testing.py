@@ -3,10 +3,15 @@
 With ROS 2 from PyPI the interfaces live in the prefix that scripts/build_ros_interfaces.sh built;
 `use_interfaces` makes them importable in this process and in the processes it starts.
 Import rclpy-dependent modules (synseg_ros.node, synseg_ros.msg) only after calling it.
+
+`python -m synseg_ros.testing --slow-word-s S --slow-frame-s F --ros-args ...` is the node with a
+model slowed on purpose (`SlowModel`), for tests and benchmarks of what the node does meanwhile;
+the product's entry point is `python -m synseg_ros.node`.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import os
 import pkgutil
@@ -15,7 +20,8 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +61,63 @@ def use_interfaces(prefix: Path, domain_id: int) -> None:
         ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
 
 
-class NodeProcess:
-    """`python -m synseg_ros.node` in its own process; `stop` never leaves it running."""
+@dataclass(frozen=True)
+class Slowness:
+    """How much slower than its model the node under test runs (see SlowModel)."""
 
-    def __init__(self, name: str, parameters: dict[str, str], remaps: dict[str, str], log: Path) -> None:
-        args = [sys.executable, "-m", "synseg_ros.node", "--ros-args", "-r", f"__node:={name}"]
+    word_s: float = 0.0  # per word its text encoder has not encoded before
+    frame_s: float = 0.0  # per segmented image
+    failing_word: str = ""  # encoding a vocabulary with this word raises
+
+    def arguments(self) -> list[str]:
+        return ["--slow-word-s", str(self.word_s), "--slow-frame-s", str(self.frame_s), "--failing-word", self.failing_word]
+
+
+class SlowModel:
+    """The node's Segmenter with a text encoder that takes `word_s` for each word not encoded
+    before (as a cache miss of a big text tower does) and segmenting that takes `frame_s` longer.
+    Prints what it does (to the node's log), so tests can tell what was encoded and when."""
+
+    def __init__(self, segmenter: Any, slowness: Slowness) -> None:
+        self._segmenter = segmenter
+        self._slowness = slowness
+        self._encoded: set[tuple[str | None, str]] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._segmenter, name)
+
+    def encode_vocabulary(self, words: Sequence[str], template_set: str | None = None) -> Any:
+        new = [w for w in words if (template_set, w) not in self._encoded]
+        if self._slowness.failing_word in new:
+            raise RuntimeError(f"the text encoder failed on '{self._slowness.failing_word}'")
+        if new:
+            print(f"slow model: encoding {len(new)} new words", flush=True)
+            time.sleep(self._slowness.word_s * len(new))
+            self._encoded.update((template_set, w) for w in new)
+        return self._segmenter.encode_vocabulary(words, template_set)
+
+    def segment(self, image: Any, vocabulary: Sequence[str], threshold: Any = None, template_set: Any = None) -> Any:
+        self.encode_vocabulary(vocabulary, template_set)  # what segment encodes, it encodes as slowly
+        if self._slowness.frame_s:
+            print("slow model: segmenting a frame", flush=True)
+            time.sleep(self._slowness.frame_s)
+        return self._segmenter.segment(image, vocabulary, threshold, template_set)
+
+
+class NodeProcess:
+    """`python -m synseg_ros.node` in its own process; `stop` never leaves it running. With
+    `slowness`, the node runs a SlowModel."""
+
+    def __init__(
+        self,
+        name: str,
+        parameters: dict[str, str],
+        remaps: dict[str, str],
+        log: Path,
+        slowness: Slowness | None = None,
+    ) -> None:
+        entry = ["synseg_ros.node"] if slowness is None else ["synseg_ros.testing", *slowness.arguments()]
+        args = [sys.executable, "-m", *entry, "--ros-args", "-r", f"__node:={name}"]
         for key, value in parameters.items():
             args += ["-p", f"{key}:={value}"]
         for source, target in remaps.items():
@@ -150,3 +208,25 @@ def wait_until_ready(probe: Probe, node: NodeProcess, timeout: float = 120.0) ->
 
     probe.spin_until(ready, timeout, f"{node.name} to start")
     return label_info
+
+
+def slow_node_main() -> None:
+    """The node, its model wrapped in a SlowModel (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=slow_node_main.__doc__)
+    parser.add_argument("--slow-word-s", type=float, default=0.0)
+    parser.add_argument("--slow-frame-s", type=float, default=0.0)
+    parser.add_argument("--failing-word", default="")
+    argv = sys.argv[1:]
+    cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
+    options = parser.parse_args(argv[:cut])
+    slowness = Slowness(options.slow_word_s, options.slow_frame_s, options.failing_word)
+
+    from synseg_ros import node
+
+    load = node.load_segmenter
+    node.load_segmenter = lambda settings: SlowModel(load(settings), slowness)  # type: ignore[assignment]
+    node.main([sys.argv[0], *argv[cut:]])
+
+
+if __name__ == "__main__":
+    slow_node_main()

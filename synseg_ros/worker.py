@@ -4,6 +4,8 @@ The subscription callback only hands its message to `submit`, which keeps the ne
 the one it replaces; a single thread runs the model on whatever is newest when it becomes free.
 Nothing queues, so latency stays one model run at most however fast the camera publishes.
 Settings changes go through the same thread and are applied between two frames, never during one.
+`stop` does not wait for a model call in flight (it cannot be interrupted and may take seconds):
+the thread is a daemon, ends after that call, and what it reports then is dropped.
 """
 
 from __future__ import annotations
@@ -38,12 +40,10 @@ class LatestFrameWorker(Generic[Frame, Update]):
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self) -> None:
         with self._wake:
             self._stopping = True
             self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def submit(self, frame: Frame) -> bool:
         """Make `frame` the next to process; True when it replaced one not processed yet (a drop)."""
@@ -79,4 +79,5 @@ class LatestFrameWorker(Generic[Frame, Update]):
         try:
             call(argument)
         except Exception as error:  # noqa: BLE001 - reported, and the worker keeps running
-            self._on_error(what, error)
+            if not self._stopping:  # after stop, publishing fails because the node is going away
+                self._on_error(what, error)

@@ -22,7 +22,15 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 (rclpy) is not installed: see docs/ROS.md")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from synseg_ros.testing import DEFAULT_PREFIX, NodeProcess, Probe, latched_qos, use_interfaces, wait_until_ready  # noqa: E402
+from synseg_ros.testing import (  # noqa: E402
+    DEFAULT_PREFIX,
+    NodeProcess,
+    Probe,
+    Slowness,
+    latched_qos,
+    use_interfaces,
+    wait_until_ready,
+)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 try:
@@ -67,7 +75,11 @@ def probe() -> Iterator[Probe]:
 
 
 def start_node(
-    tmp_path_factory: pytest.TempPathFactory, model_dir: Path, name: str, **parameters: str
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dir: Path,
+    name: str,
+    slowness: Slowness | None = None,
+    **parameters: str,
 ) -> NodeProcess:
     params = {
         "model_path": str(model_dir),
@@ -79,7 +91,7 @@ def start_node(
     }
     log = tmp_path_factory.mktemp(name) / "node.log"
     remaps = {topic: f"/{name}/camera/{topic}" for topic in ("image", "image/compressed", "camera_info")}
-    return NodeProcess(name, params, remaps, log)
+    return NodeProcess(name, params, remaps, log, slowness)
 
 
 def cli_value(value: object) -> str:

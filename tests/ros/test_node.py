@@ -195,6 +195,17 @@ def test_bad_vocabularies_are_rejected_with_a_reason_and_the_node_keeps_publishi
     assert client.label_info[-1].vocabulary_version == before.vocabulary_version
 
 
+def test_a_very_long_word_is_rejected_and_not_logged_whole(client, synseg):
+    set_vocabulary(client, "[bench, bin]")
+    result = client.set("vocabulary", "[door, " + "x" * 10_000 + "]")
+    assert not result.successful
+    assert "has 10000 characters, at most 100 are allowed" in result.reason
+    assert len(result.reason) < 200
+    assert client.get("vocabulary") == ["bench", "bin"]
+    client.probe.spin_for(0.5)
+    assert "rejected parameters" in synseg.log and "x" * 200 not in synseg.log
+
+
 def test_threshold_is_dynamic_and_out_of_range_values_are_rejected(client):
     try:
         assert client.set("threshold", "1.0").successful
@@ -299,6 +310,21 @@ def test_segment_service_answers_one_query_with_its_own_vocabulary(client):
     labels = pixels(seg.labels)
     assert labels.shape == (48, 64) and set(np.unique(labels)) <= {0, 1, 2}
     assert client.label_info[-1].vocabulary_version == before.vocabulary_version
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "threshold", "reason"),
+    [
+        (["cat"], float("nan"), "threshold must be from 0 to 1 (or negative for the node's threshold), got nan"),
+        (["cat"], 1.5, "threshold must be from 0 to 1 (or negative for the node's threshold), got 1.5"),
+        (["cat", "y" * 10_000], 0.5, "has 10000 characters, at most 100 are allowed"),
+    ],
+)
+def test_segment_service_rejects_a_bad_threshold_or_word(client, vocabulary, threshold, reason):
+    request = Segment.Request(image=image_msg(RGB, "rgb8"), vocabulary=vocabulary, threshold=threshold)
+    response = client.call_segment(request)
+    assert not response.success
+    assert reason in response.message
 
 
 def test_segment_service_reports_a_bad_request(client):

@@ -94,6 +94,14 @@ def test_the_node_starts_from_the_params_file(model_dir):
         stop()
 
 
+def test_an_empty_vocabulary_in_a_params_file_is_called_empty(model_dir, tmp_path):
+    params = tmp_path / "empty.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    vocabulary: []\n")
+    with pytest.raises(StartupError) as raised:
+        in_process_node(model_dir, "synseg_empty", params_file=params)
+    assert "vocabulary is empty" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("parameters", "reason"),
     [

@@ -102,5 +102,25 @@ def test_a_failing_frame_is_reported_and_the_thread_keeps_running():
 def test_stop_ends_the_thread():
     worker = LatestFrameWorker(lambda frame: None, lambda update: None, lambda what, error: None)
     worker.start()
-    worker.stop(timeout=5)
+    worker.stop()
+    worker._thread.join(5)
     assert not worker._thread.is_alive()
+
+
+def test_stop_does_not_wait_for_a_frame_in_flight_and_drops_what_it_raises_afterwards():
+    recorder = Recorder()
+
+    def process(frame: object) -> None:
+        recorder.process(frame)
+        raise RuntimeError("publisher's context is invalid")
+
+    worker = LatestFrameWorker(process, recorder.apply, recorder.on_error)
+    worker.start()
+    worker.submit("long frame")
+    assert recorder.started.wait(5)
+    worker.stop()
+    assert worker._thread.is_alive(), "stop waited for the frame"
+    recorder.release.set()
+    worker._thread.join(5)
+    assert not worker._thread.is_alive()
+    assert recorder.errors == []
