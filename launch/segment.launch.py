@@ -6,6 +6,10 @@
 Every parameter is in the params file (default: this package's config/synseg.yaml); the arguments
 below override the few that are changed most often. `camera_info` and `image/compressed` are
 remapped beside the image topic, as image_transport names them.
+
+The node's process loads the Fast DDS profile `dds_profile` (default: $FASTRTPS_DEFAULT_PROFILES_FILE
+when set, else this package's config/fastdds_large_images.xml), without which best-effort camera
+frames of ~1 MB are lost on the way. The camera driver's process needs it too: see docs/ROS.md.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from launch import LaunchContext, LaunchDescription
 ARGUMENTS = {
     "image": ("/camera/image_raw", "camera image topic (sensor_msgs/Image)"),
     "params_file": (None, "parameters YAML file"),
+    "dds_profile": (None, "Fast DDS XML profile of the node's process; empty = Fast DDS's defaults"),
     "namespace": ("", "namespace of the node and its topics"),
     "model_path": ("", "SynSeg checkpoint folder; empty = the params file's"),
     "backend": ("", "torch, onnxruntime or tensorrt; empty = the params file's"),
@@ -44,6 +49,9 @@ def synseg_node(context: LaunchContext) -> list[Node]:
     if value("vocabulary"):
         overrides["vocabulary"] = yaml.safe_load(value("vocabulary"))  # "[door, chair]" -> a list, as ros2 param set
     image = value("image")
+    profile = value("dds_profile")
+    # Fast DDS 2 (Humble, Jazzy) reads the first name, Fast DDS 3 (Kilted and later) the second.
+    dds_env = {"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile} if profile else {}
     return [
         Node(
             package="synseg_ros",
@@ -57,15 +65,20 @@ def synseg_node(context: LaunchContext) -> list[Node]:
                 ("camera_info", sibling(image, "camera_info")),
             ],
             arguments=["--ros-args", "--log-level", value("log_level")],
+            additional_env=dds_env,
             output="screen",
         )
     ]
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("synseg_ros"), "config", "synseg.yaml")
+    config = os.path.join(get_package_share_directory("synseg_ros"), "config")
+    package_defaults = {
+        "params_file": os.path.join(config, "synseg.yaml"),
+        "dds_profile": os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", os.path.join(config, "fastdds_large_images.xml")),
+    }
     declared = [
-        DeclareLaunchArgument(name, default_value=default if default is not None else default_params, description=text)
+        DeclareLaunchArgument(name, default_value=default if default is not None else package_defaults[name], description=text)
         for name, (default, text) in ARGUMENTS.items()
     ]
     return LaunchDescription([*declared, OpaqueFunction(function=synseg_node)])

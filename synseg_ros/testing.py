@@ -4,9 +4,11 @@ With ROS 2 from PyPI the interfaces live in the prefix that scripts/build_ros_in
 `use_interfaces` makes them importable in this process and in the processes it starts.
 Import rclpy-dependent modules (synseg_ros.node, synseg_ros.msg) only after calling it.
 
-`python -m synseg_ros.testing --slow-word-s S --slow-frame-s F --ros-args ...` is the node with a
-model slowed on purpose (`SlowModel`), for tests and benchmarks of what the node does meanwhile;
-the product's entry point is `python -m synseg_ros.node`.
+Two test programs, for tests and benchmarks (the product's entry point is `python -m synseg_ros.node`):
+- `python -m synseg_ros.testing node --slow-word-s S --slow-frame-s F --ros-args ...`: the node with
+  a model slowed on purpose (`SlowModel`), to see what the node does meanwhile;
+- `python -m synseg_ros.testing camera --topic T --rate HZ --frames N`: a camera in a process of its
+  own (DDS settings such as the shared-memory segment are per process), publishing 640x480 rgb8.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class NodeProcess:
         log: Path,
         slowness: Slowness | None = None,
     ) -> None:
-        entry = ["synseg_ros.node"] if slowness is None else ["synseg_ros.testing", *slowness.arguments()]
+        entry = ["synseg_ros.node"] if slowness is None else ["synseg_ros.testing", "node", *slowness.arguments()]
         args = [sys.executable, "-m", *entry, "--ros-args", "-r", f"__node:={name}"]
         for key, value in parameters.items():
             args += ["-p", f"{key}:={value}"]
@@ -210,13 +212,12 @@ def wait_until_ready(probe: Probe, node: NodeProcess, timeout: float = 120.0) ->
     return label_info
 
 
-def slow_node_main() -> None:
+def slow_node_main(argv: list[str]) -> None:
     """The node, its model wrapped in a SlowModel (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=slow_node_main.__doc__)
+    parser = argparse.ArgumentParser(prog="synseg_ros.testing node", description=slow_node_main.__doc__)
     parser.add_argument("--slow-word-s", type=float, default=0.0)
     parser.add_argument("--slow-frame-s", type=float, default=0.0)
     parser.add_argument("--failing-word", default="")
-    argv = sys.argv[1:]
     cut = argv.index("--ros-args") if "--ros-args" in argv else len(argv)
     options = parser.parse_args(argv[:cut])
     slowness = Slowness(options.slow_word_s, options.slow_frame_s, options.failing_word)
@@ -228,5 +229,50 @@ def slow_node_main() -> None:
     node.main([sys.argv[0], *argv[cut:]])
 
 
+def camera_main(argv: list[str]) -> None:
+    """Publish --frames 640x480 rgb8 images at --rate Hz (reliable, depth 10, as camera drivers
+    do) once a subscriber matched; print how many were sent."""
+    parser = argparse.ArgumentParser(prog="synseg_ros.testing camera", description=camera_main.__doc__)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument("--frames", type=int, default=300)
+    options = parser.parse_args(argv)
+    import numpy as np
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from synseg_ros.node import MESSAGES
+    from synseg_ros.outputs import image_message
+
+    rclpy.init()
+    node = rclpy.create_node("synseg_test_camera")
+    publisher = node.create_publisher(Image, options.topic, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    while publisher.get_subscription_count() == 0:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    rclpy.spin_once(node, timeout_sec=1.0)  # let discovery settle
+    rgb = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    start = time.monotonic()
+    for index in range(options.frames):
+        header = node.get_clock().now().to_msg()
+        publisher.publish(image_message(MESSAGES, _header(header), rgb, "rgb8"))
+        delay = start + (index + 1) / options.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    print(f"camera: sent {options.frames} frames in {time.monotonic() - start:.2f} s", flush=True)
+    time.sleep(1.0)  # the last frames are on their way
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def _header(stamp: Any) -> Any:
+    from std_msgs.msg import Header
+
+    return Header(stamp=stamp, frame_id="camera")
+
+
 if __name__ == "__main__":
-    slow_node_main()
+    programs = {"node": slow_node_main, "camera": camera_main}
+    if len(sys.argv) < 2 or sys.argv[1] not in programs:
+        sys.exit(f"usage: python -m synseg_ros.testing {{{','.join(programs)}}} ...")
+    programs[sys.argv[1]](sys.argv[2:])

@@ -48,11 +48,37 @@ def test_the_launch_file_declares_the_arguments_users_change_most():
     assert ast.unparse(declared.generators[0].iter) == "ARGUMENTS.items()"
 
 
+def config_file_joins() -> dict[str, ast.Call]:
+    """`os.path.join(config, "<file>")` calls by file name, where `config` is the share directory's
+    `config` folder."""
+    (share,) = [call for call in calls_to("join") if call.args and is_share_directory_call(call.args[0])]
+    assert [ast.literal_eval(arg) for arg in share.args[1:]] == ["config"]
+    return {
+        ast.literal_eval(call.args[1]): call
+        for call in calls_to("join")
+        if len(call.args) == 2 and ast.unparse(call.args[0]) == "config"
+    }
+
+
 def test_the_default_params_file_is_the_packages_config_synseg_yaml():
-    (join,) = [call for call in calls_to("join") if call.args and is_share_directory_call(call.args[0])]
-    parts = [ast.literal_eval(arg) for arg in join.args[1:]]
-    assert parts == ["config", "synseg.yaml"]
-    assert REPO.joinpath(*parts).is_file()  # CMakeLists.txt installs config/ into the share directory
+    assert "synseg.yaml" in config_file_joins()
+    assert REPO.joinpath("config", "synseg.yaml").is_file()  # CMakeLists.txt installs config/ into the share directory
+
+
+def test_the_default_dds_profile_is_the_packages_fast_dds_profile_for_large_images():
+    assert "fastdds_large_images.xml" in config_file_joins()
+    assert REPO.joinpath("config", "fastdds_large_images.xml").is_file()
+    (getenv,) = [call for call in calls_to("get") if "environ" in ast.unparse(call.func)]
+    assert ast.literal_eval(getenv.args[0]) == "FASTRTPS_DEFAULT_PROFILES_FILE"  # a profile the user set wins
+
+
+def test_the_node_process_gets_the_dds_profile_under_both_fast_dds_names():
+    (node,) = calls_to("Node")
+    keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+    assert keywords["additional_env"] == "dds_env"
+    (assign,) = [n for n in ast.walk(TREE) if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "dds_env"]
+    text = ast.unparse(assign.value)
+    assert "'FASTRTPS_DEFAULT_PROFILES_FILE': profile" in text and "'FASTDDS_DEFAULT_PROFILES_FILE': profile" in text
 
 
 def test_the_node_action_starts_the_installed_synseg_executable():
