@@ -13,7 +13,15 @@ one machine, in this order so that nothing else competes for the CPU:
    (a difference of two runs would mostly measure how busy the machine was in each);
 3. flood: a camera publishing --flood-rate times faster than the model runs in the node, for
    --flood-seconds:
-   masks per second, frames dropped, latency.
+   masks per second, frames dropped, latency;
+4. transport (--transport-frames): a 30 Hz 640x480 rgb8 camera in a process of its own, into the
+   node's default best-effort subscription, with Fast DDS's defaults and with
+   config/fastdds_large_images.xml: frames sent, received by the subscription, lost in DDS (the
+   subscription's message-lost events), dropped by the node on purpose (latest wins);
+5. vocabulary switch (--switch-words): the node's text encoder slowed to --slow-word-s per new word
+   (synseg_ros.testing.SlowModel), a 10 Hz camera: masks per second before and while a
+   --switch-words vocabulary is encoded, and the time from the parameter set to the first mask of
+   the new vocabulary.
 --model is a preset of `create_model` (random weights, written to a temporary checkpoint) or a
 checkpoint folder. Prints a Markdown table.
 """
@@ -32,7 +40,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synseg_ros.testing import DEFAULT_PREFIX, NodeProcess, Probe, use_interfaces, wait_until_ready  # noqa: E402
+from synseg_ros.testing import (  # noqa: E402
+    DEFAULT_PREFIX,
+    REPO,
+    NodeProcess,
+    Probe,
+    Slowness,
+    use_interfaces,
+    wait_until_ready,
+)
 
 HEIGHT, WIDTH = 480, 640
 VOCABULARY = ["door", "chair", "table", "floor"]
@@ -91,6 +107,103 @@ def diagnostics_values(probe: Probe, inbox: list, after: float) -> dict[str, str
     return fresh()
 
 
+def transport(model: Path, folder: Path, frames: int) -> list[tuple[str, dict[str, str], str]]:
+    """Section 4: (profile, node diagnostics after the camera ran, camera output) per DDS profile."""
+    import subprocess
+
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    rows = []
+    for name, profile in (("Fast DDS defaults", None), ("config/fastdds_large_images.xml", REPO / "config" / "fastdds_large_images.xml")):
+        saved = os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+        if profile is not None:
+            os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)  # the camera's and the node's processes
+        probe = Probe("synseg_benchmark_transport")  # this process: defaults (profiles load once per process)
+        node = NodeProcess(
+            "synseg_transport", {"model_path": str(model), "diagnostics_period": "0.5"},
+            {"image": "/benchmark/transport"}, folder / f"transport_{len(rows)}.log",
+        )
+        try:
+            wait_until_ready(probe, node)
+            diagnostics = probe.collect(DiagnosticArray, "/diagnostics")
+            camera = subprocess.run(
+                [sys.executable, "-m", "synseg_ros.testing", "camera", "--topic", "/benchmark/transport",
+                 "--rate", "30", "--frames", str(frames)],
+                cwd=REPO, capture_output=True, text=True, timeout=60 + frames / 10, check=True,
+            )
+            probe.spin_for(1.0)
+            rows.append((name, diagnostics_values(probe, diagnostics, time.time()), camera.stdout.strip()))
+        finally:
+            node.stop()
+            probe.close()
+            os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
+            if saved is not None:
+                os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = saved
+    return rows
+
+
+def vocabulary_switch(model: Path, folder: Path, words: int, word_s: float) -> dict[str, float]:
+    """Section 5: masks per second before and during a vocabulary change, and the time to the
+    first mask of the new vocabulary."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rclpy.parameter import get_parameter_value
+    from rclpy.parameter_client import AsyncParameterClient
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from synseg_ros.msg import Segmentation
+
+    from synseg_ros.node import MESSAGES
+    from synseg_ros.outputs import image_message
+
+    probe = Probe("synseg_benchmark_switch")
+    node = NodeProcess(
+        "synseg_switch", {"model_path": str(model), "vocabulary": "[door, chair]", "image_reliability": "reliable"},
+        {"image": "/benchmark/switch"}, folder / "switch.log", Slowness(word_s=word_s),
+    )
+    try:
+        wait_until_ready(probe, node)
+        masks = probe.collect(Segmentation, "/synseg_switch/segmentation")
+        camera = probe.node.create_publisher(Image, "/benchmark/switch", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        probe.spin_until(lambda: camera.get_subscription_count() > 0, 60, "the node to subscribe")
+        rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+        received: list[tuple[float, int]] = []  # (when, vocabulary_version)
+
+        def stream(seconds: float, until=lambda: False) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not until():
+                camera.publish(image_message(MESSAGES, now_header(probe), rgb, "rgb8"))
+                next_frame = time.monotonic() + 0.1
+                while time.monotonic() < next_frame:
+                    probe.executor.spin_once(timeout_sec=0.01)
+                    while masks:
+                        received.append((time.monotonic(), masks.pop(0).vocabulary_version))
+
+        stream(3.0)  # warm up
+        received.clear()
+        stream(5.0)
+        before_hz = len(received) / 5.0
+        old_version = received[-1][1]
+        client = AsyncParameterClient(probe.node, "/synseg_switch")
+        probe.spin_until(lambda: client.services_are_ready(), 30, "the parameter services")
+        text = "[" + ", ".join(f"switch{i}" for i in range(words)) + "]"
+        set_at = time.monotonic()
+        future = client.set_parameters([ParameterMsg(name="vocabulary", value=get_parameter_value(text))])
+        received.clear()
+        stream(words * word_s + 60, until=lambda: any(v != old_version for _, v in received))
+        assert future.done() and future.result().results[0].successful
+        first_new = next(t for t, v in received if v != old_version)
+        during = [t for t, v in received if v == old_version]
+        return {
+            "before_hz": before_hz,
+            "during_hz": len(during) / (first_new - set_at),
+            "to_first_new_mask_s": first_new - set_at,
+            "encoding_s": words * word_s,
+        }
+    finally:
+        node.stop()
+        probe.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny", help="create_model preset or checkpoint folder")
@@ -101,6 +214,10 @@ def main() -> int:
         "--outputs", choices=("labels", "all"), default="labels",
         help="what to subscribe to: the node builds only what someone subscribes to",
     )
+    parser.add_argument("--transport-frames", type=int, default=300, help="frames of the 30 Hz camera; 0 = skip")
+    parser.add_argument("--switch-words", type=int, default=20, help="words of the new vocabulary; 0 = skip")
+    parser.add_argument("--slow-word-s", type=float, default=1.0, help="text encoding time per new word")
+    parser.add_argument("--only", choices=("all", "transport", "switch"), default="all", help="run only one section")
     args = parser.parse_args()
     os.environ["HF_HUB_OFFLINE"] = "1"
     use_interfaces(Path(os.environ.get("SYNSEG_ROS_PREFIX", DEFAULT_PREFIX)), domain_id=150 + os.getpid() % 50)
@@ -115,6 +232,9 @@ def main() -> int:
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as temporary:
         model = checkpoint(args.model, Path(temporary) / "model")
+        if args.only != "all":
+            report_extra(args, model, Path(temporary))
+            return 0
         bare = statistics.median(bare_model_seconds(model, rgb, args.frames))
 
         probe = Probe("synseg_benchmark")
@@ -155,12 +275,12 @@ def main() -> int:
             rss_paced = node.rss_kib()
             receive_to_publish = float(node_values["latency_receive_to_publish_ms"]) / 1000
             overhead = float(node_values["latency_node_overhead_ms"]) / 1000
-            model = receive_to_publish - overhead
+            model_s = receive_to_publish - overhead
 
             flood = None
             if args.flood_seconds > 0:
                 before = diagnostics_values(probe, diagnostics, time.time())
-                rate = args.flood_rate / model
+                rate = args.flood_rate / model_s
                 latencies, sent, start = [], 0, time.monotonic()
                 labels.clear()
                 while time.monotonic() - start < args.flood_seconds:
@@ -178,7 +298,12 @@ def main() -> int:
         finally:
             node.stop()
             probe.close()
+        print_latency(args, bare, receive_to_publish, overhead, model_s, paced, node_values, rss_paced, flood)
+        report_extra(args, model, Path(temporary))
+    return 0
 
+
+def print_latency(args, bare, receive_to_publish, overhead, model, paced, node_values, rss_paced, flood) -> None:
     stages = ", ".join(f"{s} {float(node_values[f'latency_{s}_ms']):.1f}" for s in ("convert", "text", "preprocess", "infer", "postprocess", "publish"))
     print(
         f"### synseg node, {args.model}, {WIDTH}x{HEIGHT} rgb8, CPU ({os.cpu_count()} cores), "
@@ -201,7 +326,28 @@ def main() -> int:
         print(f"| flood: frames replaced in DDS depth-1 queues before delivery | {max(0, sent - masks - dropped)} of {sent} |")
         print(f"| flood: input stamp -> mask received (median / max) | {statistics.median(latencies) * 1000:.1f} / {max(latencies) * 1000:.1f} ms |")
         print(f"| flood: node memory after | {rss / 1024:.0f} MiB |")
-    return 0
+
+
+def report_extra(args, model: Path, folder: Path) -> None:
+    """Sections 4 and 5, as tables."""
+    if args.transport_frames and args.only in ("all", "transport"):
+        print(f"\n### transport: 30 Hz camera, {WIDTH}x{HEIGHT} rgb8, own process, best-effort subscription\n")
+        print("| DDS profile (camera and node) | sent | received by the subscription | lost in DDS | dropped by the node (latest wins) | segmented |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, values, camera in transport(model, folder, args.transport_frames):
+            sent = int(camera.split()[2])
+            received = int(values["frames_received"])
+            print(
+                f"| {name} | {sent} | {received} ({100 * received / sent:.1f} %) | {values['frames_lost']} | "
+                f"{values['frames_dropped']} | {values['frames_processed']} |"
+            )
+    if args.switch_words and args.only in ("all", "switch"):
+        result = vocabulary_switch(model, folder, args.switch_words, args.slow_word_s)
+        print(f"\n### vocabulary switch: [door, chair] -> {args.switch_words} new words, text encoder {args.slow_word_s} s per new word\n")
+        print("| measure | value |\n|---|---|")
+        print(f"| masks per second before the change (10 Hz camera) | {result['before_hz']:.1f} |")
+        print(f"| masks per second while the new vocabulary is encoded | {result['during_hz']:.1f} |")
+        print(f"| parameter set -> first mask of the new vocabulary | {result['to_first_new_mask_s']:.1f} s (encoding alone: {result['encoding_s']:.1f} s) |")
 
 
 if __name__ == "__main__":
