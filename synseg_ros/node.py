@@ -445,6 +445,8 @@ def main(args: list[str] | None = None) -> NoReturn:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+        # Now, not at interpreter exit: this ends the DDS participant and removes its shared memory.
+        rclpy.utilities.get_default_context().destroy()
     # Everything is closed. Skip the interpreter's teardown: unloading torch and friends takes
     # 1-2 s, and a model call still in flight on the daemon inference thread would hold it up too.
     logging.shutdown()
