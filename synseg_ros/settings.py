@@ -81,8 +81,9 @@ class ParameterSpec:
 PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "vocabulary",
-        "Words to segment, e.g. [door, chair]. Changed at runtime between two frames; a word that "
-        "stays keeps its id, new words take the lowest free ids. No empty or repeated words.",
+        "Words to segment, e.g. [door, chair]. A new list is encoded while masks keep coming with the "
+        "old one, then both switch between two frames (label_info tells which is in use); a word that "
+        "stays keeps its id, new words take the lowest free ids. No empty, repeated or over-long words.",
         dynamic=True,
     ),
     ParameterSpec(
