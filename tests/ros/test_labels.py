@@ -23,11 +23,17 @@ def test_vocabulary_words_are_stripped():
         (["door", " "], "empty word"),
         (["door", "chair", "door"], "repeats \\['door'\\]"),
         (["a", "b", "c"], "3 words; at most 2"),
+        (["door", "x" * 101], "has 101 characters, at most 100 are allowed"),
+        (None, "vocabulary is empty"),  # `vocabulary: []` in a params file: rclpy leaves it NOT_SET
     ],
 )
 def test_bad_vocabularies_are_rejected_with_the_reason(value, reason):
     with pytest.raises(ValueError, match=reason):
         parse_vocabulary(value, max_words=2)
+
+
+def test_a_word_of_100_characters_is_accepted():
+    assert parse_vocabulary(["x" * 100]) == ("x" * 100,)
 
 
 def test_a_new_map_numbers_words_in_order():
