@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -428,16 +428,16 @@ class SynsegNode(Node):
         return age / 1e9 if age >= 0 else None
 
 
-def main(args: list[str] | None = None) -> NoReturn:
+def main(args: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C (then the process ends here); 1 when it cannot start."""
     rclpy.init(args=args)
     node = None
-    code = 0
     try:
         node = SynsegNode()
         rclpy.spin(node)
     except StartupError as error:
         rclpy.logging.get_logger("synseg").fatal(str(error))
-        code = 1
+        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -448,12 +448,12 @@ def main(args: list[str] | None = None) -> NoReturn:
         # Now, not at interpreter exit: this ends the DDS participant and removes its shared memory.
         rclpy.utilities.get_default_context().destroy()
     # Everything is closed. Skip the interpreter's teardown: unloading torch and friends takes
-    # 1-2 s, and a model call still in flight on the daemon inference thread would hold it up too.
+    # 1-4 s, and a model call still in flight on the daemon inference thread would hold it up too.
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
