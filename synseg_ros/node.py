@@ -159,7 +159,7 @@ class SynsegNode(Node):
         )
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        self._worker: LatestFrameWorker[Frame, Settings] = LatestFrameWorker(
+        self._worker: LatestFrameWorker[Frame, str] = LatestFrameWorker(
             self._process, self._apply, self._report_failure
         )
         self._vocabulary = VocabularyPreparer(
@@ -228,7 +228,7 @@ class SynsegNode(Node):
         self._settings = settings
         if any(p.name in ("vocabulary", "prompt_templates") for p in parameters):
             self._vocabulary.request(VocabularyRequest(settings.vocabulary, settings.prompt_templates))
-        self._worker.request(settings)
+        self._worker.request("parameters")
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
@@ -307,10 +307,11 @@ class SynsegNode(Node):
 
     # --- inference thread ---------------------------------------------------------------------
 
-    def _apply(self, settings: Settings) -> None:
-        """The newest settings, with the newest vocabulary encoded in full; label_info goes out
-        before the first mask made with them."""
-        prepared, before = self._prepared, self._active
+    def _apply(self, _changed: str) -> None:
+        """Switch to the newest accepted settings with the newest vocabulary encoded in full (read
+        here, not passed: a request can replace another before it is applied); label_info goes
+        out before the first mask made with them."""
+        settings, prepared, before = self._settings, self._prepared, self._active
         label_map = before.label_map.with_words(prepared.words)
         settings = dataclasses.replace(settings, vocabulary=prepared.words, prompt_templates=prepared.template_set)
         self._active = Active(settings, label_map)
@@ -378,7 +379,7 @@ class SynsegNode(Node):
 
     def _vocabulary_ready(self, request: VocabularyRequest) -> None:
         self._prepared = request
-        self._worker.request(self._settings)
+        self._worker.request("vocabulary")
 
     def _vocabulary_failed(self, request: VocabularyRequest, error: BaseException) -> None:
         version = self._active.label_map.version
