@@ -171,10 +171,13 @@ class StatusReporter:
         self._previous = snap
         new_errors = snap.errors - (before.errors if before else 0)
         new_bad = snap.bad_input - (before.bad_input if before else 0)
+        new_lost = snap.lost - (before.lost if before else 0)
         if new_errors:
             level, message = DiagnosticStatus.ERROR, f"{new_errors} failure(s): {snap.last_problem}"
         elif new_bad:
             level, message = DiagnosticStatus.WARN, f"{new_bad} bad image(s): {snap.last_problem}"
+        elif new_lost:
+            level, message = DiagnosticStatus.WARN, f"{new_lost} frame(s) lost in DDS on the way to the node"
         elif snap.seconds_since_input is None:
             level, message = DiagnosticStatus.WARN, f"waiting for images on {self.input_topic}"
         elif snap.seconds_since_input > self.stale_after_s:

@@ -212,6 +212,11 @@ class SynsegNode(Node):
 
     def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
         self._stats.frames_lost(info.total_count_change)
+        self.get_logger().warning(
+            f"{info.total_count} frames lost in DDS so far: large best-effort images need a bigger "
+            "shared-memory segment in the camera's process (config/fastdds_large_images.xml, docs/ROS.md)",
+            throttle_duration_sec=WARN_EVERY_S,
+        )
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg

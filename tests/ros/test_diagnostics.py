@@ -55,6 +55,14 @@ def test_no_vocabulary_being_prepared_is_said_too():
     assert values(reporter().status(SEGMENTING, {}))["vocabulary_preparing"] == "false"
 
 
+def test_frames_lost_in_dds_since_the_last_report_are_a_warning():
+    first = reporter()
+    first.status(SEGMENTING, {})
+    status = first.status(dataclasses.replace(SEGMENTING, lost=4), {})
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == "4 frame(s) lost in DDS on the way to the node"
+
+
 def test_frames_lost_in_dds_are_counted():
     stats = PipelineStats()
     stats.frames_lost(3)
