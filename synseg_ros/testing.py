@@ -225,7 +225,7 @@ def slow_node_main(argv: list[str]) -> None:
     from synseg_ros import node
 
     load = node.load_segmenter
-    node.load_segmenter = lambda settings: SlowModel(load(settings), slowness)  # type: ignore[assignment]
+    node.load_segmenter = lambda settings: SlowModel(load(settings), slowness)  # type: ignore[assignment, return-value]
     node.main([sys.argv[0], *argv[cut:]])
 
 
