@@ -167,7 +167,7 @@ def download_repository(repo: str, revision: str | None = None) -> tuple[dict[st
                 if status == 404:
                     continue
                 raise _network_error(repo, exc) from exc
-            except (OSError, ConnectionError) as exc:
+            except Exception as exc:  # httpx's connection errors are not OSErrors
                 raise _network_error(repo, exc) from exc
             if meta.commit_hash:
                 commit = meta.commit_hash  # every later file from the same commit
