@@ -45,9 +45,9 @@ SOURCES: dict[str, Source] = {
     "clipseg-rd64-uni": Source("CIDAS/clipseg-rd64", "CLIPSeg, ViT-B/16 + rd64-uni decoder (SynSeg's starting point)",
                                "Apache-2.0", "603 MB"),
     "naclip-vit-b-16": Source("openai/clip-vit-base-patch16", "NACLIP on OpenAI CLIP ViT-B/16 (training-free)", "MIT",
-                              "599 MB", method="naclip"),
+                              "~600 MB", method="naclip"),
     "clearclip-vit-b-16": Source("openai/clip-vit-base-patch16", "ClearCLIP on OpenAI CLIP ViT-B/16 (training-free)", "MIT",
-                                 "599 MB", method="clearclip"),
+                                 "~600 MB", method="clearclip"),
 }
 METHODS = ("synseg", "naclip", "clearclip")
 # Fetched in this order; the weights are the first of WEIGHTS the repository has.
