@@ -305,7 +305,7 @@ Examples:
   python -m synseg_core.pretrained convert --clip ViT-B-16.pt --method naclip --out models/naclip
 Then:
   python -m synseg_core.segment -c models/clipseg-rd64-refined photo.jpg -v "door,chair,floor"
-  ros2 launch synseg_ros synseg.launch.py model_path:=models/clipseg-rd64-refined
+  ros2 launch synseg_ros segment.launch.py image:=/camera/color/image_raw model_path:=models/clipseg-rd64-refined
 Downloads happen only in 'fetch' (they need the network, so HF_HUB_OFFLINE must not be 1 for it);
 a cut-off download resumes when you run the same command again.
 """

@@ -76,14 +76,14 @@ def reference_processor(folder):
 
 @pytest.fixture(scope="module", params=[False, True], ids=["rd64-uni", "rd64-refined"])
 def clipseg(request, tmp_path_factory):
-    """(reference model, its processor, our Segmenter on the converted checkpoint)."""
+    """(reference model, its processor, our Segmenter on the converted checkpoint, that checkpoint)."""
     folder = tmp_path_factory.mktemp("hf-clipseg")
     reference = reference_clipseg(request.param)
     processor = reference_processor(folder)
     reference.save_pretrained(folder)
     processor.save_pretrained(folder)
     checkpoint = convert(folder, None, folder.parent / f"{folder.name}-synseg")
-    return reference, processor, Segmenter.from_checkpoint(checkpoint)
+    return reference, processor, Segmenter.from_checkpoint(checkpoint), checkpoint
 
 
 def test_converted_checkpoint_records_clipseg_inference_settings(clipseg):
@@ -94,7 +94,7 @@ def test_converted_checkpoint_records_clipseg_inference_settings(clipseg):
 
 
 def test_preprocessing_equals_the_clipseg_processor(clipseg):
-    _, processor, segmenter = clipseg
+    _, processor, segmenter, _ = clipseg
     image = np.random.default_rng(0).integers(0, 256, (352, 352, 3), dtype=np.uint8)
     expected = processor(images=[image], return_tensors="np")["pixel_values"]
     ours = preprocess(image, segmenter.input_size, segmenter.config.mean, segmenter.config.std)
@@ -102,7 +102,7 @@ def test_preprocessing_equals_the_clipseg_processor(clipseg):
 
 
 def test_segmenter_gives_the_logits_and_scores_of_transformers_clipseg(clipseg):
-    reference, processor, segmenter = clipseg
+    reference, processor, segmenter, _ = clipseg
     image = np.random.default_rng(1).integers(0, 256, (352, 352, 3), dtype=np.uint8)
     inputs = processor(text=PROMPTS, images=[image] * len(PROMPTS), padding="max_length", return_tensors="pt")
     with torch.no_grad():
@@ -122,7 +122,7 @@ def test_segmenter_gives_the_logits_and_scores_of_transformers_clipseg(clipseg):
 
 
 def test_text_conditioning_is_the_raw_clipseg_feature_not_the_normalised_embedding(clipseg):
-    reference, processor, segmenter = clipseg
+    reference, processor, segmenter, _ = clipseg
     tokens = processor(text=PROMPTS[:1], padding="max_length", return_tensors="pt")
     with torch.no_grad():
         feature = reference.clip.get_text_features(**tokens)
@@ -185,3 +185,22 @@ def test_a_state_dict_that_is_not_clipseg_is_named_as_such():
     with pytest.raises(CheckpointError, match="not a CLIPSeg checkpoint"):
         clipseg_to_synseg({"foo.weight": torch.zeros(1)})
 
+
+
+def test_the_onnx_export_of_a_converted_clipseg_keeps_its_conditioning(clipseg, tmp_path):
+    """Text tower and decoder in ONNX (no torch at run time): the same raw text features and CLIPSeg's logits."""
+    pytest.importorskip("onnxruntime", reason="the ONNX Runtime backend")
+    from synseg_core.checkpoint import load_model
+    from synseg_core.export import export_onnx
+    from synseg_core.runtime.onnx_backend import segmenter_from_export
+
+    reference, processor, segmenter, checkpoint = clipseg
+    export_onnx(load_model(checkpoint), tmp_path / "onnx", text_encoder=True, exporter="legacy")
+    exported = segmenter_from_export(tmp_path / "onnx")
+    np.testing.assert_allclose(exported.encode_vocabulary(PROMPTS), segmenter.encode_vocabulary(PROMPTS), atol=1e-4)
+    image = np.random.default_rng(1).integers(0, 256, (352, 352, 3), dtype=np.uint8)
+    inputs = processor(text=PROMPTS, images=[image] * len(PROMPTS), padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(**inputs).logits.numpy()
+    pixels = preprocess(image, exported.input_size, exported.config.mean, exported.config.std)
+    assert np.abs(exported.backend.infer(pixels, exported.encode_vocabulary(PROMPTS))[0] - expected).max() <= 1e-3

@@ -157,6 +157,20 @@ def test_fetch_writes_a_checkpoint_that_records_commit_and_file_hashes(hub, serv
 CUT = 11_000_000
 
 
+def test_a_repository_with_only_pytorch_model_bin_is_fetched_and_read_without_unpickling_code(hub, tmp_path):
+    import io
+
+    from safetensors.torch import load as load_safetensors
+
+    state = load_safetensors(hub.files.pop("model.safetensors"))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    hub.files["pytorch_model.bin"] = buffer.getvalue()
+    assert fetch(tmp_path / "model") == 0
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert "pytorch_model.bin" in config["source"]["files"] and "model.safetensors" not in config["source"]["files"]
+
+
 def test_a_download_cut_once_resumes_within_the_same_fetch(hub, tmp_path):
     from huggingface_hub.constants import DOWNLOAD_CHUNK_SIZE
 
