@@ -28,7 +28,9 @@ class SynSegConfig:
     prompt-ensemble embedding) or ``"raw"`` (CLIPSeg's training: the unnormalised text feature, averaged
     over the templates). ``method`` names the network the checkpoint holds: ``"synseg"`` (CLIP + decoder)
     or a training-free rival on the CLIP towers alone (``"naclip"``, ``"clearclip"``). ``source`` records
-    where converted weights came from (repository, revision, file sha256).
+    where converted weights came from (repository, revision, file sha256). ``resize_antialias`` resizes
+    images to the input size with PIL's antialiased bilinear filter (CLIPSeg's processor) instead of
+    OpenCV's plain bilinear one.
     """
 
     clip_model: str = "ViT-B-16"
@@ -48,6 +50,7 @@ class SynSegConfig:
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
+    resize_antialias: bool = False
     prompt_set: str = "tcl"
     threshold: float = 0.5
     background_threshold: float = 0.4

@@ -195,7 +195,8 @@ def import_clipseg_weights(model: SynSeg, source: str | Path | Mapping[str, torc
 
 #: How CLIPSeg was run and trained: 352² input, ImageNet mean/std, the prompt text as given, the raw text feature.
 CLIPSEG_INFERENCE = {
-    "image_size": 352, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "prompt_set": "verbatim", "text_embedding": "raw",
+    "image_size": 352, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "resize_antialias": True, "prompt_set": "verbatim",
+    "text_embedding": "raw",
 }
 #: The architecture of the published CLIPSeg rd64 checkpoints (OpenAI CLIP ViT-B/16, blocks 3, 6, 9).
 CLIPSEG_RD64 = {"clip_model": "ViT-B-16", "quick_gelu": True, "extract_layers": (3, 6, 9), "reduce_dim": 64,
@@ -262,6 +263,8 @@ def preprocessing_from_huggingface(preprocessor: Mapping[str, Any] | None) -> di
         if size.get("height") != size.get("width") or size.get("height") is None:
             raise CheckpointError(f"preprocessor size {dict(size)}: only square inputs are supported")
         size = size["height"]
+    if preprocessor.get("resample", 2) != 2:  # PIL.Image.BILINEAR
+        raise CheckpointError(f"preprocessor resample={preprocessor['resample']}: only bilinear (2), CLIPSeg's, is supported")
     if preprocessor.get("do_normalize", True) is False or preprocessor.get("do_rescale", True) is False:
         raise CheckpointError("preprocessor without rescale/normalisation is not supported: SynSeg always scales to [0, 1] and normalises")
     if abs(float(preprocessor.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:

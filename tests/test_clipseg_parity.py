@@ -101,6 +101,42 @@ def test_preprocessing_equals_the_clipseg_processor(clipseg):
     assert np.abs(ours - expected).max() < 1e-5
 
 
+def camera_image(seed: int = 0) -> np.ndarray:
+    """A 480x640 frame with smooth structure and noise, so the resize filter matters."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    coarse = cv2.resize(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_CUBIC)
+    return np.clip(coarse.astype(int) + rng.integers(-20, 21, coarse.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_camera_frame_is_resized_as_the_clipseg_processor_resizes_it(clipseg):
+    _, processor, segmenter, _ = clipseg
+    image = camera_image()
+    expected = processor(images=[image], return_tensors="np")["pixel_values"]
+    ours = preprocess(image, segmenter.input_size, segmenter.config.mean, segmenter.config.std, segmenter.config.resize_antialias)
+    one_level = 1.0 / 255 / min(segmenter.config.std)  # PIL (ours) and transformers' torchvision resize round differently
+    assert np.abs(ours - expected).max() <= 1.01 * one_level  # and few values differ at all (measured ~2%):
+    assert np.abs(ours - expected).mean() < 0.05 * one_level
+    plain = preprocess(image, segmenter.input_size, segmenter.config.mean, segmenter.config.std)
+    assert np.abs(plain - expected).mean() > 10 * np.abs(ours - expected).mean()  # OpenCV's bilinear would not do
+
+
+def test_segmenter_on_a_camera_frame_gives_transformers_scores_resized_to_the_frame(clipseg):
+    """Same pixels in (the resize is the test above), so this checks the network and the post-processing at 480x640."""
+    reference, processor, segmenter, _ = clipseg
+    image = camera_image(1)
+    pixels = preprocess(image, segmenter.input_size, segmenter.config.mean, segmenter.config.std, segmenter.config.resize_antialias)
+    tokens = processor(text=PROMPTS, padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(**tokens, pixel_values=torch.from_numpy(pixels).repeat(len(PROMPTS), 1, 1, 1)).logits[None]
+    resized = torch.nn.functional.interpolate(expected, size=image.shape[:2], mode="bilinear", align_corners=False)[0]
+    confidence = torch.sigmoid(resized.double()).max(dim=0).values.numpy()
+    result = segmenter.segment(image, PROMPTS)
+    assert result.confidence.shape == (480, 640)
+    assert np.abs(result.confidence - confidence).max() <= 2.5e-4  # bilinear upsampling: OpenCV's vs torch's, and 1e-4 logits
+
+
 def test_segmenter_gives_the_logits_and_scores_of_transformers_clipseg(clipseg):
     reference, processor, segmenter, _ = clipseg
     image = np.random.default_rng(1).integers(0, 256, (352, 352, 3), dtype=np.uint8)

@@ -106,7 +106,7 @@ def training_free_config(config: SynSegConfig, method: str) -> SynSegConfig:
     if method not in ATTENTIONS:
         raise ValueError(f"unknown training-free method {method!r}; choose one of {ATTENTIONS}")
     data = {**config.to_dict(), "method": method, "prompt_set": "imagenet80", "text_embedding": "normalized",
-            "mean": OPENAI_MEAN, "std": OPENAI_STD}
+            "mean": OPENAI_MEAN, "std": OPENAI_STD, "resize_antialias": False}
     return SynSegConfig.from_dict(data)
 
 
