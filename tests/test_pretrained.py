@@ -319,3 +319,23 @@ def test_list_names_the_published_sources_with_licence_and_size(capsys):
     listing = capsys.readouterr().out
     for expected in ("CIDAS/clipseg-rd64-refined", "CIDAS/clipseg-rd64", "Apache-2.0", "603 MB"):
         assert expected in listing
+
+
+def test_training_starts_from_a_converted_clipseg_and_keeps_its_conditioning(served_files, tmp_path):
+    from synseg_core.data.synthetic import write_synthetic_dataset
+    from synseg_core.training import load_config, train
+    from synseg_core.training.config import CONFIG_DIR
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    for name, data in served_files.items():
+        (folder / name).write_bytes(data)
+    assert main(["convert", "--clipseg", str(folder), "--out", str(tmp_path / "clipseg")]) == 0
+    scenes = write_synthetic_dataset(tmp_path / "scenes", num=4, seed=0, size=64, progress=False)
+    config = load_config(CONFIG_DIR / "tiny.yaml", [f"data.train={scenes / 'captions.jsonl'}", f"model.init={tmp_path / 'clipseg'}",
+                                                    "train.steps=1", "train.batch_size=2", "train.progress=false"])
+    train(config, tmp_path / "run")
+    trained = load_model(tmp_path / "run" / "model")
+    assert (trained.config.text_embedding, trained.config.prompt_set) == ("raw", "verbatim")
+    start = load_model(tmp_path / "clipseg")
+    torch.testing.assert_close(trained.text_encoder.token_embedding.weight, start.text_encoder.token_embedding.weight)
