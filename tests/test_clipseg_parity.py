@@ -240,3 +240,13 @@ def test_the_onnx_export_of_a_converted_clipseg_keeps_its_conditioning(clipseg, 
         expected = reference(**inputs).logits.numpy()
     pixels = preprocess(image, exported.input_size, exported.config.mean, exported.config.std)
     assert np.abs(exported.backend.infer(pixels, exported.encode_vocabulary(PROMPTS))[0] - expected).max() <= 1e-3
+
+
+def test_the_embedding_cache_never_serves_one_conditioning_for_the_other():
+    normalized = create_model("tiny", seed=0)
+    raw = create_model("tiny", seed=0, text_embedding="raw")  # same weights, same shared cache
+    first = normalized.encode_text(["ring"], "single")
+    second = raw.encode_text(["ring"], "single")  # one template: the raw feature is the normalised one's direction
+    assert torch.allclose(first.norm(dim=-1), torch.ones(1))
+    assert not torch.allclose(second.norm(dim=-1), torch.ones(1))
+    torch.testing.assert_close(torch.nn.functional.normalize(second, dim=-1), first)
