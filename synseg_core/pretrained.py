@@ -78,7 +78,11 @@ def write_checkpoint(model: Any, out: Path, force: bool = False, metadata: dict[
         if out.exists():
             old = staging.with_suffix(".old")
             out.rename(old)
-            staging.rename(out)
+            try:
+                staging.rename(out)
+            except OSError:
+                old.rename(out)  # put the previous checkpoint back
+                raise
             shutil.rmtree(old)
         else:
             staging.rename(out)
@@ -252,7 +256,7 @@ def _save(model: Any, out: Path, force: bool, provenance: dict[str, Any]) -> Pat
 def convert(clipseg: Path | None, clip: Path | None, out: Path, force: bool = False, method: str = "synseg",
             preset: str | None = None) -> Path:
     """Files already on disk -> a checkpoint folder (see ``build_parser`` for the accepted combinations)."""
-    from synseg_core.weights import clipseg_from_original, from_clip, from_huggingface, read_state_dict
+    from synseg_core.weights import clipseg_from_original, from_clip, from_huggingface
 
     check_output(out, force)
     files: dict[str, Path] = {}
@@ -262,8 +266,6 @@ def convert(clipseg: Path | None, clip: Path | None, out: Path, force: bool = Fa
         model = clipseg_from_original(clipseg, clip, preset)
         files = {"clipseg": clipseg, "clip": clip}
     elif clipseg is not None:
-        if not clipseg.is_dir() and any(k.startswith("film_mul") for k in read_state_dict(clipseg)[0]):
-            raise ValueError(f"{clipseg}: an original-layout CLIPSeg decoder holds no CLIP: add --clip ViT-B-16.pt")
         model = from_huggingface(clipseg, method=method)
         files = {"clipseg": clipseg}
     elif clip is not None:

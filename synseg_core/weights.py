@@ -372,6 +372,8 @@ def from_huggingface(path: str | Path, method: str = "synseg") -> torch.nn.Modul
     hf, preprocessor, state, weights = _read_huggingface(path)
     kind = (hf or {}).get("model_type") or ("clipseg" if "decoder.film_mul.weight" in state else
                                              "clip" if "vision_model.embeddings.patch_embedding.weight" in state else None)
+    if kind is None and "film_mul.weight" in state:
+        raise CheckpointError(f"{weights}: an original-layout CLIPSeg decoder, which holds no CLIP: add --clip ViT-B-16.pt")
     if kind not in ("clipseg", "clip"):
         raise CheckpointError(
             f"{weights}: neither a CLIPSeg nor a CLIP checkpoint in the Hugging Face layout (no 'decoder.film_mul.*' or "

@@ -305,6 +305,12 @@ def test_a_clip_of_another_width_is_refused(tmp_path, caplog):
     assert "width 128" in caplog.text and not (tmp_path / "model").exists()
 
 
+def test_an_original_decoder_without_its_clip_asks_for_it(tmp_path, caplog):
+    decoder, _ = original_layout_files(tmp_path)
+    assert main(["convert", "--clipseg", str(decoder), "--out", str(tmp_path / "model")]) == 2
+    assert "add --clip ViT-B-16.pt" in caplog.text and not (tmp_path / "model").exists()
+
+
 @pytest.mark.parametrize("content", [b"not a weights file at all", None], ids=["garbage-bytes", "foreign-state-dict"])
 def test_a_file_of_neither_layout_is_named_as_such(tmp_path, caplog, content):
     path = tmp_path / "weights.bin"
