@@ -271,7 +271,7 @@ def convert(clipseg: Path | None, clip: Path | None, out: Path, force: bool = Fa
     elif clip is not None:
         if method == "synseg":
             raise ValueError("--clip alone has no decoder: add --clipseg rd64-uni.pth, or use --method naclip / clearclip")
-        model = from_clip(clip, method, preset or "vit-b-16-openai")
+        model = from_huggingface(clip, method) if clip.is_dir() else from_clip(clip, method, preset or "vit-b-16-openai")
         files = {"clip": clip}
     else:
         raise ValueError("give --clipseg and/or --clip")
@@ -330,9 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Convert files on disk. CLIPSeg, Hugging Face layout: --clipseg FOLDER (or its "
                                "model.safetensors / pytorch_model.bin). CLIPSeg, original layout: --clipseg rd64-uni.pth "
                                "(or rd64-uni-refined.pth) --clip ViT-B-16.pt (OpenAI's file or an open_clip state dict). "
-                               "NACLIP/ClearCLIP: --clip FILE --method naclip.")
+                               "NACLIP/ClearCLIP: --clip FILE (or a Hugging Face CLIP folder) --method naclip.")
     conv.add_argument("--clipseg", type=Path, help="CLIPSeg: a Hugging Face folder or weights file, or rd64-uni(-refined).pth")
-    conv.add_argument("--clip", type=Path, help="CLIP weights: OpenAI ViT-B-16.pt or an open_clip state dict")
+    conv.add_argument("--clip", type=Path, help="CLIP weights: OpenAI ViT-B-16.pt, an open_clip state dict, or (with --method "
+                      "naclip/clearclip) a Hugging Face CLIP folder such as openai/clip-vit-base-patch16's")
     conv.add_argument("--preset", help="architecture for original-layout / CLIP files (default: CLIPSeg's ViT-B/16 rd64; "
                       "for --clip alone vit-b-16-openai)")
     for sub in (fetch_cmd, conv):

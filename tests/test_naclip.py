@@ -128,3 +128,28 @@ def test_evaluate_scores_the_rival_on_a_checkpoints_clip(tiny_checkpoint, tmp_pa
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert code == 0 and results["method"] == method and results["num_images"] == 1
     assert np.array(results["confusion"]).sum() == 32 * 48
+
+
+def test_a_huggingface_clip_folder_converts_into_naclip_with_the_same_towers(tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the reference CLIP implementation")
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4),
+        vision_config=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=4, num_attention_heads=3, image_size=64,
+                           patch_size=16),
+        projection_dim=64,
+    )
+    torch.manual_seed(0)
+    reference = transformers.CLIPModel(config).eval()
+    reference.save_pretrained(tmp_path / "hf-clip")
+    assert pretrained_main(["convert", "--clip", str(tmp_path / "hf-clip"), "--method", "naclip", "--out", str(tmp_path / "naclip")]) == 0
+    model = load_model(tmp_path / "naclip")
+    assert model.config.method == "naclip" and model.config.quick_gelu
+    tokens = model.text_encoder.tokenizer(["a red door"])
+    pixels = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        text = reference.get_text_features(input_ids=tokens)
+        image = reference.get_image_features(pixel_values=pixels)
+        pooled = model.image_encoder.visual(pixels)
+    text, image = (getattr(t, "pooler_output", t) for t in (text, image))  # transformers 5 returns output objects
+    torch.testing.assert_close(model.text_encoder(tokens), text, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pooled, image, atol=1e-5, rtol=1e-4)
