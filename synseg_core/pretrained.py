@@ -323,7 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{list,fetch,convert}")
     commands.add_parser("list", help="the known sources, their licences and download sizes")
     fetch_cmd = commands.add_parser("fetch", help="download from the Hugging Face Hub and convert",
-                                    description="Download NAME (see 'list') or any CLIPSeg repository id and write a checkpoint folder.")
+                                    description="Download NAME (see 'list') or any CLIPSeg repository id from the Hugging Face "
+                                    "Hub and write a checkpoint folder. This is the only command that uses the network "
+                                    "(HF_HUB_OFFLINE must not be 1 for it). Files are checked against the Hub's hashes and "
+                                    "kept in $HF_HUB_CACHE/synseg/; a cut-off download resumes when you run the same "
+                                    "command again.")
     fetch_cmd.add_argument("name", help="a name from 'list', or a repository id such as CIDAS/clipseg-rd64-refined")
     fetch_cmd.add_argument("--revision", help="branch, tag or commit (default: main); the commit used is recorded")
     conv = commands.add_parser("convert", help="convert weights files you already have",
