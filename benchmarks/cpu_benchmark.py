@@ -51,7 +51,8 @@ from benchmarks.clipseg_init import SEEN_CLASSES, UNSEEN_CLASSES, train_clipseg_
 from benchmarks.mccl_oracle import oracle_terms, run_terms
 from benchmarks.stage1_clip import BENCHMARK_CLIP, train_clip
 from synseg_core.baselines.maskclip import maskclip_segmenter
-from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_config, load_model
+from synseg_core.baselines.naclip import from_towers
+from synseg_core.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_config, load_model, save_model
 from synseg_core.data.benchmarks import get_dataset
 from synseg_core.data.segmentation import SegmentationDataset
 from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
@@ -60,7 +61,9 @@ from synseg_core.evaluation.inference import SlidingWindow
 from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.evaluation.report import write_json, write_text
 from synseg_core.losses.mccl import TERMS
+from synseg_core.model.synseg import create_model
 from synseg_core.runtime.segmenter import Segmenter
+from synseg_core.weights import load_clip_weights
 
 log = logging.getLogger("synseg.benchmark")
 REPO = Path(__file__).resolve().parent.parent
@@ -118,6 +121,8 @@ class Method:
 
 METHODS = (
     Method("maskclip", "MaskCLIP (training-free dense CLIP)", "MaskCLIP", init=None),
+    Method("naclip", "NACLIP (training-free: k-k attention + neighbourhood prior, reduced last block)", "NACLIP", init=None),
+    Method("clearclip", "ClearCLIP (training-free: q-q attention, reduced last block)", "ClearCLIP", init=None),
     Method("clipseg_init", "CLIPSeg stand-in alone (masks of the 10 seen classes; the initialisation)", "the CLIPSeg stand-in", init=None),
     Method("synseg", "SynSeg (MCCL + FSS on FiLM-conditioned features, the paper's wording)", "SynSeg (conditional FSS)", ("loss.name=mccl",)),
     # Not in the paper's wording: FSS pools the text-free features before FiLM (closes the FiLM shortcut; see the analysis).
@@ -132,6 +137,7 @@ METHODS = (
            ("loss.name=mccl", VISUAL), init=RANDOM),
 )
 DEMO_CANDIDATES = ("synseg", "synseg_visual")  # the demo model is the best run of these
+BASELINES = ("maskclip", "naclip", "clearclip")  # training-free: they need only the stage-1 CLIP
 
 
 @dataclass
@@ -216,6 +222,29 @@ def per_metric(outcome: Outcome) -> dict[str, dict[str, dict[str, float]]]:
             for name in ("miou", "seen", "unseen", "accuracy")}
 
 
+SCORE_HEADER = [
+    "| Method | decoder starts from | mIoU (19) mean ± std | seen (10) | unseen (9) | per seed | pixel acc. | class score in / out of its mask |",
+    "|---|---|---:|---:|---:|---|---:|---:|",
+]
+
+
+def score_rows(outcome: Outcome, metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One table row per method that was scored, in METHODS order."""
+    miou, lines = metrics["miou"], []
+    for method in METHODS:
+        if method.key not in miou:
+            continue
+        stats = miou[method.key]
+        seen, unseen = metrics["seen"][method.key], metrics["unseen"][method.key]
+        seeds = ", ".join(f"{s.miou:.2f}" for s in outcome.scores[method.key])
+        inside, outside = outcome.selectivity[method.key]
+        start = method.init or ("(training-free)" if method.key in BASELINES else "(it is the start)")
+        lines.append(f"| {method.label} | {start} | {stats['mean']:.2f} ± {stats['std']:.2f} | {seen['mean']:.2f} ± {seen['std']:.2f} | "
+                     f"{unseen['mean']:.2f} ± {unseen['std']:.2f} | {seeds} | {metrics['accuracy'][method.key]['mean']:.2f} | "
+                     f"{inside:.3f} / {outside:.3f} |")
+    return lines
+
+
 def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
     """docs/RESULTS.md: the setup, the tables, the per-term ablation deltas next to the paper's, and how it was run."""
     scale = context["scale"]
@@ -259,23 +288,12 @@ def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
         "",
         "## mIoU (%) on held-out scenes",
         "",
-        "| Method | decoder starts from | mIoU (19) mean ± std | seen (10) | unseen (9) | per seed | pixel acc. | class score in / out of its mask |",
-        "|---|---|---:|---:|---:|---|---:|---:|",
+        *SCORE_HEADER,
     ]
-    for method in METHODS:
-        if method.key not in miou:
-            continue
-        stats = miou[method.key]
-        seen, unseen = metrics["seen"][method.key], metrics["unseen"][method.key]
-        seeds = ", ".join(f"{s.miou:.2f}" for s in outcome.scores[method.key])
-        inside, outside = outcome.selectivity[method.key]
-        start = method.init or ("(training-free)" if method.key == "maskclip" else "(it is the start)")
-        lines.append(f"| {method.label} | {start} | {stats['mean']:.2f} ± {stats['std']:.2f} | {seen['mean']:.2f} ± {seen['std']:.2f} | "
-                     f"{unseen['mean']:.2f} ± {unseen['std']:.2f} | {seeds} | {metrics['accuracy'][method.key]['mean']:.2f} | "
-                     f"{inside:.3f} / {outside:.3f} |")
+    lines += score_rows(outcome, metrics)
     lines += [
         "",
-        "± is the sample standard deviation over seeds (MaskCLIP has no training, so one value). "
+        "± is the sample standard deviation over seeds (the training-free baselines have no training, so one value). "
         f"The last column is the mean score S_c of each class present in an image inside vs. outside its true mask "
         f"(first {SELECTIVITY_IMAGES} held-out scenes, mean over seeds): equal values mean the maps do not localise the class.",
         "",
@@ -468,6 +486,8 @@ class Benchmark:
             return inside, outside
         if method == "maskclip":
             segmenter = maskclip_segmenter(load_model(model))
+        elif method in BASELINES:
+            segmenter = Segmenter.from_model(from_towers(load_model(model), method))
         else:
             segmenter = Segmenter.from_checkpoint(model)
         dataset = get_dataset("folder", self.eval_dir)
@@ -490,6 +510,24 @@ class Benchmark:
                 found[key] = run_terms(runs[key])
         return found
 
+    def towers(self) -> Path:
+        """A checkpoint holding just-trained stage-1 towers (its decoder is random and unused): what the baselines read."""
+        path = self.out / "baselines" / "towers"
+        if not (path / CONFIG_NAME).is_file():
+            save_model(load_clip_weights(create_model("tiny", seed=0, clip_config=BENCHMARK_CLIP), self.clip), path)
+        return path
+
+    def baselines(self) -> Outcome:
+        """Only the training-free rows: data, stage 1 and the baselines' evaluations (no stage 2, no CLIPSeg stand-in)."""
+        self.data()
+        stages = {"stage1": self.stage1()}
+        towers = self.towers()
+        scores, selectivities = {}, {}
+        for key in BASELINES:
+            scores[key] = [Score.from_results(self.evaluate(key, ["-c", str(towers), "--method", key]))]
+            selectivities[key] = self.selectivity(key, towers, key)
+        return Outcome(scores=scores, selectivity=selectivities, synseg_models={}, oracle={}, stages=stages)
+
     def run(self) -> Outcome:
         """Every step, skipping the finished ones."""
         self.data()
@@ -500,10 +538,10 @@ class Benchmark:
         runs = [(method, seed) for seed in self.scale.seeds for method in METHODS if method.trained]
         with ThreadPoolExecutor(self.jobs) as pool:
             models = list(pool.map(lambda run: self.stage2(*run), runs))
-        # MaskCLIP reads the frozen stage-1 towers, which every checkpoint of the benchmark holds unchanged.
+        # The training-free baselines read the frozen stage-1 towers, which every checkpoint of the benchmark holds unchanged.
         evaluations = [(run_name(m, seed), m.key, model, ["-c", str(model)]) for (m, seed), model in zip(runs, models, strict=True)]
         first = self.clipseg(self.scale.seeds[0])
-        evaluations.append(("maskclip", "maskclip", first, ["-c", str(first), "--method", "maskclip"]))
+        evaluations += [(key, key, first, ["-c", str(first), "--method", key]) for key in BASELINES]
         evaluations += [(f"clipseg_init_seed{seed}", "clipseg_init", self.clipseg(seed), ["-c", str(self.clipseg(seed))])
                         for seed in self.scale.seeds]
         for name, key, model, arguments in evaluations:
@@ -563,9 +601,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", type=Path, help="Markdown table to write (default: docs/RESULTS.md for full runs, OUT/RESULTS.md for --quick)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for stage 1 and evaluation (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="stage-2 runs trained at once, one thread each (default: %(default)s)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="only the training-free rows (MaskCLIP, NACLIP, ClearCLIP): data + stage 1 + their evaluations, "
+                        "written to OUT/BASELINES.md; docs/RESULTS.md is left alone")
     parser.add_argument("--assets", action=argparse.BooleanOptionalAction, default=None,
                         help="install the best SynSeg seed as the demo model + sample scenes (default: on for full runs)")
     return parser
+
+
+def write_baselines(benchmark: Benchmark, path: Path, start: float) -> int:
+    try:
+        outcome = benchmark.baselines()
+    except (RuntimeError, OSError, ValueError) as exc:
+        log.error("%s", exc)
+        return 1
+    stage1 = outcome.stages["stage1"]
+    lines = ["# Training-free baselines on the CPU benchmark's data", "",
+             f"`python -m benchmarks.cpu_benchmark --baselines-only`: scale {asdict(benchmark.scale)}, stage-1 contrastive loss "
+             f"{stage1['loss_first']:.2f} -> {stage1['loss_last']:.2f}, protocol {get_protocol(PROTOCOL).describe()}; "
+             f"{(time.perf_counter() - start) / 60:.1f} min.", "", *SCORE_HEADER, *score_rows(outcome, per_metric(outcome))]
+    write_text(path, "\n".join(lines) + "\n")
+    log.info("wrote %s", path)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     benchmark = Benchmark(out, scale, jobs=args.jobs)
+    if args.baselines_only:
+        return write_baselines(benchmark, args.results or out / "BASELINES.md", start)
     try:
         outcome = benchmark.run()
     except (RuntimeError, OSError, ValueError) as exc:

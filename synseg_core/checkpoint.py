@@ -101,8 +101,15 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
     model.load_state_dict(state, strict=strict)
 
 
+def _training_free(config: SynSegConfig) -> torch.nn.Module:
+    """NACLIP / ClearCLIP: a checkpoint of CLIP towers whose config names the method (made by synseg_core.pretrained)."""
+    from synseg_core.baselines.naclip import TrainingFreeCLIP  # the baselines import the runtime, which imports this module
+
+    return TrainingFreeCLIP(config)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides: object) -> SynSeg:
-    """Rebuild a SynSeg from a checkpoint directory written by ``save_model`` (eval mode).
+    """Rebuild a SynSeg (or the training-free model its config's ``method`` names) from a ``save_model`` directory (eval mode).
 
     ``overrides`` replace config fields before the model is built (e.g. ``fss_source="visual"`` to fine-tune
     a checkpoint with another FSS source); one that changes the architecture fails on the weights' shapes.
@@ -112,7 +119,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides
     try:
         if overrides:
             config = SynSegConfig.from_dict({**config.to_dict(), **overrides})
-        model = SynSeg(config)
+        model = SynSeg(config) if config.method == "synseg" else _training_free(config)
     except ValueError as exc:
         raise CheckpointError(f"{directory / CONFIG_NAME}: {exc}") from exc
     load_state(model, read_safetensors(directory / WEIGHTS_NAME), directory / WEIGHTS_NAME)

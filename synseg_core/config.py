@@ -9,6 +9,10 @@ from typing import Any
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # CLIPSeg's preprocessing
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TEXT_EMBEDDINGS = ("normalized", "raw")
+METHODS = ("synseg", "naclip", "clearclip")
 
 
 @dataclass
@@ -19,6 +23,14 @@ class SynSegConfig:
     replaces it with an inline open_clip model config (``embed_dim``,
     ``vision_cfg``, ``text_cfg``), which is how small test and benchmark
     models are described without registering them globally.
+
+    ``text_embedding`` is what conditions FiLM: ``"normalized"`` (the paper's SynSeg: the L2-normalised
+    prompt-ensemble embedding) or ``"raw"`` (CLIPSeg's training: the unnormalised text feature, averaged
+    over the templates). ``method`` names the network the checkpoint holds: ``"synseg"`` (CLIP + decoder)
+    or a training-free rival on the CLIP towers alone (``"naclip"``, ``"clearclip"``). ``source`` records
+    where converted weights came from (repository, revision, file sha256). ``resize_antialias`` resizes
+    images to the input size with PIL's antialiased bilinear filter (CLIPSeg's processor) instead of
+    OpenCV's plain bilinear one.
     """
 
     clip_model: str = "ViT-B-16"
@@ -32,14 +44,18 @@ class SynSegConfig:
     refined_head: bool = False
     cond_layer: int = 0
     cond_scale: float = 1.0
+    text_embedding: str = "normalized"
     projector_hidden: int = 0
     fss_source: str = "conditional"
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
+    resize_antialias: bool = False
     prompt_set: str = "tcl"
     threshold: float = 0.5
     background_threshold: float = 0.4
+    method: str = "synseg"
+    source: dict[str, Any] | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -54,6 +70,10 @@ class SynSegConfig:
             raise ValueError(f"cond_layer {self.cond_layer} outside 0..{len(self.extract_layers) - 1}")
         if self.fss_source not in ("conditional", "visual"):
             raise ValueError(f"fss_source must be 'conditional' or 'visual', got {self.fss_source!r}")
+        if self.text_embedding not in TEXT_EMBEDDINGS:
+            raise ValueError(f"text_embedding must be one of {TEXT_EMBEDDINGS}, got {self.text_embedding!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.reduce_dim % self.decoder_heads:
             raise ValueError(f"reduce_dim {self.reduce_dim} not divisible by decoder_heads {self.decoder_heads}")
 

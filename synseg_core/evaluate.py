@@ -34,23 +34,33 @@ from synseg_core.runtime.segmenter import Segmenter, list_backends
 from synseg_core.text.prompts import list_template_sets
 
 log = logging.getLogger("synseg.evaluate")
-METHODS = ("synseg", "maskclip")
+METHODS = ("synseg", "maskclip", "naclip", "clearclip")
+TRAINING_FREE = ("maskclip", "naclip", "clearclip")
 
 
 def build_segmenter(args: argparse.Namespace, device: str) -> Segmenter:
-    """The model to score on ``device``, on the requested backend; MaskCLIP runs on the checkpoint's (or file's) CLIP towers."""
+    """The model to score on ``device``, on the requested backend; the training-free baselines run on the
+    checkpoint's (or file's) CLIP towers. ``synseg`` runs whatever the checkpoint's config names (a NACLIP
+    folder made by ``synseg_core.pretrained`` included)."""
     if args.method == "synseg":
         return Segmenter.from_checkpoint(args.checkpoint, backend=args.backend, device=device, precision=args.precision)
     from synseg_core.baselines.maskclip import maskclip_segmenter
+    from synseg_core.baselines.naclip import from_towers
     from synseg_core.checkpoint import load_model
-    from synseg_core.model.synseg import create_model
-    from synseg_core.weights import load_clip_weights
+    from synseg_core.weights import from_clip
 
+    if args.method == "maskclip":
+        from synseg_core.model.synseg import create_model
+        from synseg_core.weights import load_clip_weights
+
+        model = load_model(args.checkpoint) if args.checkpoint is not None else load_clip_weights(create_model(args.preset), args.clip_weights)
+        return maskclip_segmenter(model.to(device), device=device)
     if args.checkpoint is not None:
         model = load_model(args.checkpoint)
+        rival = model if model.config.method == args.method else from_towers(model, args.method)
     else:
-        model = load_clip_weights(create_model(args.preset), args.clip_weights)
-    return maskclip_segmenter(model.to(device), device=device)
+        rival = from_clip(args.clip_weights, args.method, args.preset)
+    return Segmenter.from_model(rival.to(device), device=device)
 
 
 def build_protocol(args: argparse.Namespace) -> Protocol:
@@ -76,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
             "  python -m synseg_core.evaluate -c runs/tiny/model --dataset folder --data-root data/synthetic_val --protocol synthetic\n"
             "  python -m synseg_core.evaluate --method maskclip --clip-weights ViT-B-16.pt --preset vit-b-16-openai \\\n"
             "      --dataset voc21 --data-root data/\n"
+            "  python -m synseg_core.evaluate --method naclip --clip-weights ViT-B-16.pt --preset vit-b-16-openai \\\n"
+            "      --dataset voc21 --data-root data/ --protocol sclip\n"
             "  torchrun --nproc_per_node 4 -m synseg_core.evaluate -c runs/cc12m/model --dataset coco_stuff --data-root data/\n"
             "Datasets: " + ", ".join(list_datasets()) + " ('folder' = ROOT/classes.txt, images/, masks/, split.txt)."
         ),
@@ -85,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", "-d", required=True, choices=list_datasets(), help="benchmark name (context59 / context60 etc.)")
     parser.add_argument("--data-root", "-r", type=Path, required=True, help="folder holding the dataset")
     parser.add_argument("--split", default="val", help="dataset split (default: %(default)s)")
-    parser.add_argument("--method", choices=METHODS, default="synseg", help="synseg, or the training-free MaskCLIP baseline (default: %(default)s)")
-    parser.add_argument("--clip-weights", type=Path, help="maskclip without --checkpoint: an open_clip/OpenAI CLIP weights file")
+    parser.add_argument("--method", choices=METHODS, default="synseg",
+                        help="synseg (the checkpoint's own model), or a training-free baseline on its CLIP towers: maskclip, "
+                        "naclip, clearclip (default: %(default)s)")
+    parser.add_argument("--clip-weights", type=Path, help="a training-free --method without --checkpoint: an open_clip/OpenAI CLIP weights file")
     parser.add_argument("--preset", default="vit-b-16", help="model preset the --clip-weights fit (default: %(default)s)")
     parser.add_argument("--protocol", "-p", default="tcl", choices=list_protocols(), help="evaluation preset (default: %(default)s)")
     parser.add_argument("--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement (default: the protocol's)")
@@ -109,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.method == "synseg" and args.checkpoint is None:
         parser.error("--checkpoint is required (or use --method maskclip with --clip-weights)")
-    if args.method == "maskclip" and args.checkpoint is None and args.clip_weights is None:
-        parser.error("--method maskclip needs --checkpoint (its CLIP towers are used) or --clip-weights")
-    if args.method == "maskclip" and args.backend != "torch":
-        parser.error("the MaskCLIP baseline runs on the torch backend only")
+    if args.method in TRAINING_FREE and args.checkpoint is None and args.clip_weights is None:
+        parser.error(f"--method {args.method} needs --checkpoint (its CLIP towers are used) or --clip-weights")
+    if args.method in TRAINING_FREE and args.backend != "torch":
+        parser.error(f"the {args.method} baseline runs on the torch backend only")
     try:
         torch.device(args.device)
     except RuntimeError as exc:

@@ -95,9 +95,10 @@ class DecoderGraph(nn.Module):
 
 
 class TextEncoderGraph(nn.Module):
-    """tokens [K, P, C] (P prompt templates per word) -> prompt-ensemble embeddings [K, T], L2-normalised.
+    """tokens [K, P, C] (P prompt templates per word) -> prompt-ensemble embeddings [K, T].
 
-    The same ensemble as ``TextEncoder.embed_prompts``: normalise each prompt, average over P, normalise.
+    The same ensemble as ``TextEncoder.embed_prompts``: normalise each prompt, average over P, normalise;
+    or, for a raw-conditioned model (CLIPSeg), the plain mean of the unnormalised embeddings.
     """
 
     def __init__(self, text_encoder: TextEncoder) -> None:
@@ -106,7 +107,10 @@ class TextEncoderGraph(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         classes, prompts, context = tokens.shape
-        embeddings = F.normalize(self.text_encoder(tokens.reshape(-1, context)).float(), dim=-1)
+        embeddings = self.text_encoder(tokens.reshape(-1, context)).float()
+        if not self.text_encoder.normalize:
+            return embeddings.reshape(classes, prompts, -1).mean(dim=1)
+        embeddings = F.normalize(embeddings, dim=-1)
         return F.normalize(embeddings.reshape(classes, prompts, -1).mean(dim=1), dim=-1)
 
 

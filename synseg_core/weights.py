@@ -16,10 +16,12 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from synseg_core.checkpoint import CheckpointError, load_state, read_safetensors
+from synseg_core.config import IMAGENET_MEAN, IMAGENET_STD, SynSegConfig
 from synseg_core.model.synseg import SynSeg
 
 _CLIP_EXTRAS = ("logit_scale", "logit_bias", "input_resolution", "context_length", "vocab_size")
@@ -187,3 +189,231 @@ def import_clipseg_weights(model: SynSeg, source: str | Path | Mapping[str, torc
         )
     load_state(model, converted, name, strict=False)
     return layout
+
+
+# ---- Whole models from published files: a SynSeg config that says what the weights are, plus the weights ----
+
+#: How CLIPSeg was run and trained: 352² input, ImageNet mean/std, the prompt text as given, the raw text feature.
+CLIPSEG_INFERENCE = {
+    "image_size": 352, "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "resize_antialias": True, "prompt_set": "verbatim",
+    "text_embedding": "raw",
+}
+#: The architecture of the published CLIPSeg rd64 checkpoints (OpenAI CLIP ViT-B/16, blocks 3, 6, 9).
+CLIPSEG_RD64 = {"clip_model": "ViT-B-16", "quick_gelu": True, "extract_layers": (3, 6, 9), "reduce_dim": 64,
+                "decoder_heads": 4, "decoder_ffn_dim": 2048, "cond_layer": 0, **CLIPSEG_INFERENCE}
+
+# Defaults of transformers' CLIP(Seg) configs, which the published config.json files omit.
+_HF_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu"}
+_HF_TEXT = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+            "num_attention_heads": 8, "max_position_embeddings": 77, "hidden_act": "quick_gelu"}
+_HF_CLIPSEG = {"projection_dim": 512, "extract_layers": [3, 6, 9], "reduce_dim": 64, "decoder_num_attention_heads": 4,
+               "decoder_intermediate_size": 2048, "conditional_layer": 0, "use_complex_transposed_convolution": False}
+_OPEN_CLIP_VIT_B_16 = {"embed_dim": 512, "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16,
+                                                        "head_width": 64, "mlp_ratio": 4.0},
+                       "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12,
+                                    "mlp_ratio": 4.0}}
+
+
+def clip_config_from_huggingface(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """SynSeg config fields for the CLIP towers a transformers CLIP/CLIPSeg ``config.json`` describes."""
+    vision = {**_HF_VISION, **(hf.get("vision_config") or {})}
+    text = {**_HF_TEXT, **(hf.get("text_config") or {})}
+    acts = {vision["hidden_act"], text["hidden_act"]}
+    if not acts <= {"quick_gelu", "gelu"} or len(acts) > 1:
+        raise CheckpointError(f"CLIP towers with activation {sorted(acts)} are not supported (quick_gelu or gelu)")
+    clip = {
+        "embed_dim": int(hf.get("projection_dim", 512)),
+        "vision_cfg": {"image_size": int(vision["image_size"]), "layers": int(vision["num_hidden_layers"]),
+                       "width": int(vision["hidden_size"]), "patch_size": int(vision["patch_size"]),
+                       "head_width": int(vision["hidden_size"]) // int(vision["num_attention_heads"]),
+                       "mlp_ratio": vision["intermediate_size"] / vision["hidden_size"]},
+        "text_cfg": {"context_length": int(text["max_position_embeddings"]), "vocab_size": int(text["vocab_size"]),
+                     "width": int(text["hidden_size"]), "heads": int(text["num_attention_heads"]),
+                     "layers": int(text["num_hidden_layers"]), "mlp_ratio": text["intermediate_size"] / text["hidden_size"]},
+    }
+    quick_gelu = acts == {"quick_gelu"}
+    if clip == _OPEN_CLIP_VIT_B_16:  # name the registered architecture, so the config reads as what it is
+        return {"clip_model": "ViT-B-16", "clip_config": None, "quick_gelu": quick_gelu}
+    return {"clip_model": "custom", "clip_config": {**clip, "quick_gelu": quick_gelu}, "quick_gelu": quick_gelu}
+
+
+def clipseg_config_from_huggingface(hf: Mapping[str, Any], preprocessor: Mapping[str, Any] | None) -> SynSegConfig:
+    """The SynSeg config of a transformers ``CLIPSegForImageSegmentation`` (``config.json`` + ``preprocessor_config.json``)."""
+    seg = {**_HF_CLIPSEG, **hf}
+    fields: dict[str, Any] = {**clip_config_from_huggingface(hf), **CLIPSEG_INFERENCE}
+    fields.update(
+        extract_layers=tuple(seg["extract_layers"]), reduce_dim=int(seg["reduce_dim"]),
+        decoder_heads=int(seg["decoder_num_attention_heads"]), decoder_ffn_dim=int(seg["decoder_intermediate_size"]),
+        cond_layer=int(seg["conditional_layer"]), refined_head=bool(seg["use_complex_transposed_convolution"]),
+    )
+    fields.update(preprocessing_from_huggingface(preprocessor))
+    try:
+        return SynSegConfig.from_dict(fields)
+    except ValueError as exc:
+        raise CheckpointError(f"CLIPSeg config does not describe a model SynSeg can build: {exc}") from exc
+
+
+def preprocessing_from_huggingface(preprocessor: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Input size and mean/std from a ``preprocessor_config.json`` (CLIPSeg's defaults where it is absent)."""
+    if preprocessor is None:
+        return {}
+    size = preprocessor.get("size", CLIPSEG_INFERENCE["image_size"])
+    if isinstance(size, Mapping):
+        if size.get("height") != size.get("width") or size.get("height") is None:
+            raise CheckpointError(f"preprocessor size {dict(size)}: only square inputs are supported")
+        size = size["height"]
+    if preprocessor.get("resample", 2) != 2:  # PIL.Image.BILINEAR
+        raise CheckpointError(f"preprocessor resample={preprocessor['resample']}: only bilinear (2), CLIPSeg's, is supported")
+    if preprocessor.get("do_normalize", True) is False or preprocessor.get("do_rescale", True) is False:
+        raise CheckpointError("preprocessor without rescale/normalisation is not supported: SynSeg always scales to [0, 1] and normalises")
+    if abs(float(preprocessor.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        raise CheckpointError(f"preprocessor rescale_factor {preprocessor['rescale_factor']} is not 1/255")
+    out: dict[str, Any] = {"image_size": int(size)}
+    for ours, theirs in (("mean", "image_mean"), ("std", "image_std")):
+        if theirs in preprocessor:
+            out[ours] = tuple(float(v) for v in preprocessor[theirs])
+    return out
+
+
+def _reduce_dim_check(name: str, state: Mapping[str, torch.Tensor], key: str, config: SynSegConfig) -> None:
+    if key in state and state[key].shape[0] != config.reduce_dim:
+        found = int(state[key].shape[0])
+        raise CheckpointError(
+            f"{name}: a CLIPSeg decoder with reduce_dim {found} (rd{found}), but the architecture it is converted into has "
+            f"reduce_dim {config.reduce_dim}: convert an rd{config.reduce_dim} file (rd64-uni.pth, rd64-uni-refined.pth), or "
+            "pass the Hugging Face folder, whose config.json names its reduce_dim"
+        )
+
+
+def _width_check(name: str, state: Mapping[str, torch.Tensor], key: str, model: torch.nn.Module) -> None:
+    expected = model.state_dict()["image_encoder.visual.conv1.weight"].shape
+    if key in state and tuple(state[key].shape) != tuple(expected):
+        found = tuple(state[key].shape)
+        raise CheckpointError(
+            f"{name}: a CLIP image tower of width {found[0]} with {found[-1]}-px patches, but this model needs width "
+            f"{expected[0]} with {expected[-1]}-px patches (CLIPSeg rd64 is built on ViT-B/16: width 768); "
+            "give the matching CLIP file (e.g. OpenAI ViT-B-16.pt) or another --preset"
+        )
+
+
+def _load_towers_and_decoder(model: SynSeg, converted: Mapping[str, torch.Tensor], name: str) -> None:
+    """Load everything but the FSS projector (training-only, CLIPSeg has none); a gap anywhere else is an error."""
+    needed = {k for k in model.state_dict() if not k.startswith("projector.")}
+    missing = sorted(needed - set(converted))
+    if missing:
+        raise CheckpointError(f"{name}: does not cover this model: {len(missing)} tensors missing, e.g. {missing[:4]}")
+    load_state(model, dict(converted), name, strict=False)
+
+
+def _is_refined(state: Mapping[str, torch.Tensor], head: str) -> bool:
+    return f"{head}.0.weight" in state
+
+
+def clipseg_from_original(clipseg_file: str | Path, clip_file: str | Path, preset: str | None = None) -> SynSeg:
+    """A SynSeg that is CLIPSeg: the original repository's decoder file + the CLIP it was trained on.
+
+    ``preset`` replaces the architecture (default: CLIPSeg rd64 on OpenAI CLIP ViT-B/16); CLIPSeg's
+    preprocessing and conditioning (``CLIPSEG_INFERENCE``) are kept either way.
+    """
+    from synseg_core.config import get_config
+
+    decoder, _ = read_state_dict(clipseg_file)
+    if not any(k.startswith("film_mul") for k in decoder):
+        if any(k.startswith("decoder.film_mul") for k in decoder):
+            raise CheckpointError(f"{clipseg_file}: a Hugging Face CLIPSeg file, which holds its own CLIP: convert it without --clip")
+        raise CheckpointError(
+            f"{clipseg_file}: not a CLIPSeg decoder (no 'film_mul.*'); expected rd64-uni.pth / rd64-uni-refined.pth "
+            "or a Hugging Face CLIPSeg folder / model.safetensors / pytorch_model.bin"
+        )
+    base = CLIPSEG_RD64 if preset is None else get_config(preset).to_dict()
+    config = SynSegConfig.from_dict({**base, **CLIPSEG_INFERENCE, "refined_head": _is_refined(decoder, "trans_conv")})
+    _reduce_dim_check(str(clipseg_file), decoder, "reduces.0.weight", config)
+    model = SynSeg(config)
+    clip_state, _ = read_state_dict(clip_file)
+    _width_check(str(clip_file), clip_state, "visual.conv1.weight", model)
+    load_clip_weights(model, clip_file)
+    import_clipseg_weights(model, decoder)
+    return model.eval()
+
+
+def _read_huggingface(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, torch.Tensor], Path]:
+    """config.json, preprocessor_config.json (each None if absent) and the weights of a Hugging Face folder or weights file."""
+    import json
+
+    if path.is_dir():
+        weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin in this folder")
+        folder = path
+    else:
+        weights, folder = path, path.parent
+    documents = []
+    for name in ("config.json", "preprocessor_config.json"):
+        file = folder / name
+        try:
+            documents.append(json.loads(file.read_text()) if file.is_file() else None)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{file}: not valid JSON ({exc})") from exc
+    state, _ = read_state_dict(weights)
+    return documents[0], documents[1], state, weights
+
+
+def from_huggingface(path: str | Path, method: str = "synseg") -> torch.nn.Module:
+    """A model from a Hugging Face CLIPSeg (or, for NACLIP/ClearCLIP, CLIP) folder or weights file.
+
+    ``method="synseg"`` gives CLIPSeg itself as a SynSeg (towers + decoder, CLIPSeg's preprocessing and
+    conditioning); ``"naclip"`` / ``"clearclip"`` keep only the CLIP towers. A weights file without a
+    config.json beside it is taken to be the published rd64 ViT-B/16 layout.
+    """
+    from synseg_core.baselines.naclip import TrainingFreeCLIP, training_free_config
+
+    path = Path(path)
+    hf, preprocessor, state, weights = _read_huggingface(path)
+    kind = (hf or {}).get("model_type") or ("clipseg" if "decoder.film_mul.weight" in state else
+                                             "clip" if "vision_model.embeddings.patch_embedding.weight" in state else None)
+    if kind is None and "film_mul.weight" in state:
+        raise CheckpointError(f"{weights}: an original-layout CLIPSeg decoder, which holds no CLIP: add --clip ViT-B-16.pt")
+    if kind not in ("clipseg", "clip"):
+        raise CheckpointError(
+            f"{weights}: neither a CLIPSeg nor a CLIP checkpoint in the Hugging Face layout (no 'decoder.film_mul.*' or "
+            "'vision_model.*' tensors); for the original CLIPSeg files use --clipseg rd64-uni.pth --clip ViT-B-16.pt"
+        )
+    prefix = "clip." if kind == "clipseg" else ""
+    if kind == "clipseg":
+        config = (clipseg_config_from_huggingface(hf, preprocessor) if hf is not None else
+                  SynSegConfig.from_dict({**CLIPSEG_RD64, "refined_head": _is_refined(state, "decoder.transposed_convolution")}))
+        _reduce_dim_check(str(weights), state, "decoder.reduces.0.weight", config)
+    elif method == "synseg":
+        raise CheckpointError(f"{weights}: a CLIP model without a CLIPSeg decoder: convert it with --method naclip or clearclip")
+    else:
+        config = SynSegConfig.from_dict({**CLIPSEG_RD64, **(clip_config_from_huggingface(hf) if hf else {})})
+    if f"{prefix}vision_model.embeddings.patch_embedding.weight" not in state:
+        raise CheckpointError(f"{weights}: holds no CLIP towers ('{prefix}vision_model.*'); convert the full CLIPSeg checkpoint")
+    try:
+        if method == "synseg":
+            model: torch.nn.Module = SynSeg(config)
+            _width_check(str(weights), state, "clip.vision_model.embeddings.patch_embedding.weight", model)
+            converted, _ = clipseg_to_synseg(state)
+            _load_towers_and_decoder(model, converted, str(weights))
+        else:
+            model = TrainingFreeCLIP(training_free_config(config, method))
+            _width_check(str(weights), state, f"{prefix}vision_model.embeddings.patch_embedding.weight", model)
+            load_state(model, hf_clip_to_synseg(state, prefix), str(weights))
+    except KeyError as exc:
+        raise CheckpointError(f"{weights}: checkpoint is missing {exc}") from exc
+    return model.eval()
+
+
+def from_clip(clip_file: str | Path, method: str, preset: str = "vit-b-16-openai") -> torch.nn.Module:
+    """NACLIP / ClearCLIP on a CLIP weights file (OpenAI ``ViT-B-16.pt`` or an open_clip state dict)."""
+    from synseg_core.baselines.naclip import TrainingFreeCLIP, training_free_config
+    from synseg_core.config import get_config
+
+    model = TrainingFreeCLIP(training_free_config(get_config(preset), method))
+    state, is_openai = read_state_dict(clip_file)
+    _width_check(str(clip_file), state, "visual.conv1.weight", model)
+    if is_openai and not model.config.quick_gelu:
+        raise CheckpointError(f"{clip_file}: OpenAI CLIP weights need QuickGELU: use --preset vit-b-16-openai")
+    load_state(model, clip_to_synseg(state), str(clip_file))
+    return model.eval()

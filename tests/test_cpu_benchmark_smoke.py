@@ -199,3 +199,11 @@ def test_selectivity_is_the_mean_score_inside_versus_outside_each_present_class(
     inside, outside = selectivity(SlidingWindow(segmenter, get_protocol("synthetic")), get_dataset("folder", root), 10)
     assert inside == pytest.approx(float(sigmoid(np.float32(5.0))))
     assert outside == pytest.approx(float(sigmoid(np.float32(-5.0))))
+
+
+def test_baselines_only_scores_the_training_free_rows_without_any_stage2_training(tmp_path):
+    assert cpu_benchmark.main(["--quick", "--baselines-only", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "BASELINES.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "(training-free)" in line]
+    assert [row.split(" (")[0] for row in rows] == ["| MaskCLIP", "| NACLIP", "| ClearCLIP"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "clipseg_init_seed0").exists()

@@ -125,8 +125,11 @@ class ImageEncoder(_Frozen):
 class TextEncoder(_Frozen):
     """The frozen open_clip text tower with its tokenizer and a prompt-ensemble embedding cache."""
 
-    def __init__(self, clip: CLIP, tokenizer: open_clip.tokenizer.SimpleTokenizer, cache: EmbeddingCache) -> None:
+    def __init__(
+        self, clip: CLIP, tokenizer: open_clip.tokenizer.SimpleTokenizer, cache: EmbeddingCache, normalize: bool = True
+    ) -> None:
         super().__init__()
+        self.normalize = normalize  # False: CLIPSeg's conditioning, the mean of the raw text features
         self.token_embedding = clip.token_embedding
         self.positional_embedding = clip.positional_embedding
         self.transformer = clip.transformer
@@ -153,7 +156,7 @@ class TextEncoder(_Frozen):
     def fingerprint(self) -> str:
         """A short hash of the tower's weights: the cache key that says 'this model'."""
         if self._fingerprint is None:
-            digest = hashlib.sha256()
+            digest = hashlib.sha256(b"normalized" if self.normalize else b"raw")
             for name, tensor in sorted(self.state_dict().items()):
                 digest.update(name.encode())
                 digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes()[:4096])
@@ -172,19 +175,24 @@ class TextEncoder(_Frozen):
 
     @torch.no_grad()
     def embed_prompts(self, words: Sequence[str], template_set: str, batch_size: int = 256) -> torch.Tensor:
-        """Prompt-ensemble embeddings [K, D], computed without the cache."""
+        """Prompt-ensemble embeddings [K, D], computed without the cache.
+
+        Normalised: each prompt's embedding L2-normalised, averaged, normalised again. Raw (``normalize=False``):
+        the plain mean of the unnormalised embeddings, which for one template is CLIPSeg's text feature itself.
+        """
         prompts = [p for w in words for p in fill_templates(w, template_set)]
         per_word = len(prompts) // len(words)
         device = self.token_embedding.weight.device
         chunks = []
         for start in range(0, len(prompts), batch_size):
             tokens = self.tokenizer(prompts[start : start + batch_size]).to(device)
-            chunks.append(F.normalize(self(tokens).float(), dim=-1))
+            features = self(tokens).float()
+            chunks.append(F.normalize(features, dim=-1) if self.normalize else features)
         embeddings = torch.cat(chunks).reshape(len(words), per_word, -1).mean(dim=1)
-        return F.normalize(embeddings, dim=-1)
+        return F.normalize(embeddings, dim=-1) if self.normalize else embeddings
 
     def encode(self, words: Sequence[str], template_set: str) -> torch.Tensor:
-        """L2-normalised prompt-ensemble embeddings [K, D] (cached per model, template set and word)."""
+        """Prompt-ensemble embeddings [K, D], L2-normalised unless ``normalize`` is off (cached per model, template set and word)."""
         embeddings = self.cache.get_or_compute(
             self.fingerprint, template_set, list(words), lambda missing: self.embed_prompts(missing, template_set)
         )

@@ -27,7 +27,7 @@ class SynSeg(nn.Module):
         self.config = config
         clip = create_clip(config)
         self.image_encoder = ImageEncoder(clip.visual, config.extract_layers)
-        self.text_encoder = TextEncoder(clip, get_tokenizer(config), cache or DEFAULT_CACHE)
+        self.text_encoder = TextEncoder(clip, get_tokenizer(config), cache or DEFAULT_CACHE, config.text_embedding == "normalized")
         text_dim = self.text_encoder.embed_dim
         self.decoder = Decoder(
             vision_width=self.image_encoder.width,
@@ -60,7 +60,7 @@ class SynSeg(nn.Module):
         return self.image_encoder(images)
 
     def encode_text(self, words: Sequence[str], template_set: str | None = None) -> torch.Tensor:
-        """Prompt-ensemble embeddings [K, T], L2-normalised and cached."""
+        """Prompt-ensemble embeddings [K, T] as ``config.text_embedding`` says (normalised or raw), cached."""
         return self.text_encoder.encode(words, template_set or self.config.prompt_set)
 
     def decode(self, features: ImageFeatures, text: torch.Tensor) -> DecoderOutput:

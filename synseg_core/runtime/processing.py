@@ -41,12 +41,23 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 def preprocess(
-    image: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+    image: np.ndarray, size: tuple[int, int], mean: Sequence[float], std: Sequence[float], antialias: bool = False
 ) -> np.ndarray:
-    """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] at ``size`` = (h, w)."""
+    """RGB uint8 [H, W, 3] -> normalised float32 [1, 3, h, w] at ``size`` = (h, w).
+
+    ``antialias``: PIL's bilinear filter, which widens when shrinking (what CLIPSeg's Hugging Face processor
+    does), instead of OpenCV's plain bilinear interpolation.
+    """
     image = check_image(image)
     height, width = size
-    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR) if image.shape[:2] != (height, width) else image
+    if image.shape[:2] == (height, width):
+        resized = image
+    elif antialias:
+        from PIL import Image
+
+        resized = np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
+    else:
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     pixels = resized.astype(np.float32) / 255.0
     pixels = (pixels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])

@@ -130,7 +130,7 @@ class Segmenter:
         text = self.encode_vocabulary(words, template_set)
         image = check_image(image)
         t_text = time.perf_counter()
-        pixels = preprocess(image, self.input_size, self.config.mean, self.config.std)
+        pixels = preprocess(image, self.input_size, self.config.mean, self.config.std, self.config.resize_antialias)
         t_pre = time.perf_counter()
         logits = self.backend.infer(pixels, text)
         t_infer = time.perf_counter()

@@ -22,7 +22,9 @@ def _fill(pattern: str) -> Template:
 
 
 # TCL's evaluation set: the 7 "simple" ImageNet templates plus two plural forms.
+# "verbatim": the text as given, no template (CLIPSeg's prompt form at inference).
 TEMPLATE_SETS: dict[str, tuple[Template, ...]] = {
+    "verbatim": (_fill("{}"),),
     "single": (_fill("a photo of a {}."),),
     "tcl": tuple(SIMPLE_IMAGENET_TEMPLATES) + (_fill("a photo of many {}."), _fill("a photo of {}s.")),
     "imagenet80": tuple(OPENAI_IMAGENET_TEMPLATES),

@@ -225,7 +225,7 @@ def test_threshold_is_dynamic_and_out_of_range_values_are_rejected(client):
     ("name", "text", "reason", "kept"),
     [
         ("backend", "onnxruntime", "read-only", "torch"),
-        ("prompt_templates", "fancy", "prompt_templates must be one of imagenet80, single, tcl, got 'fancy'", "tcl"),
+        ("prompt_templates", "fancy", "prompt_templates must be one of imagenet80, single, tcl, verbatim, got 'fancy'", "tcl"),
     ],
 )
 def test_read_only_parameters_and_unknown_choices_are_rejected_with_a_reason(client, name, text, reason, kept):
