@@ -17,17 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from synseg_core.runtime.onnx_backend import (
-    EMBEDDINGS,
-    FILE_NAMES,
-    TEXT_ENCODER,
-    TOKENIZER,
-    TOKENS,
-    ExportError,
-    create_session,
-    read_export,
-    select_providers,
-)
+from synseg_core.runtime.export_format import EMBEDDINGS, FILE_NAMES, TEXT_ENCODER, TOKENIZER, TOKENS, ExportError, read_export
+from synseg_core.runtime.onnx_backend import create_session, select_providers
 
 #: prompts per text-encoder call; bounds memory for long vocabularies x 80-template sets
 PROMPTS_PER_CALL = 512
