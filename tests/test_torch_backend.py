@@ -157,3 +157,26 @@ def test_cuda_graph_replays_match_eager_results(tiny_model):
     assert graphs.graphs.captures == 1
     assert (replayed.labels == reference.labels).mean() >= 0.999
     assert np.abs(replayed.confidence - reference.confidence).max() <= 1e-4
+
+
+def test_the_segment_cli_passes_the_fast_path_options_to_the_torch_backend(tiny_checkpoint):
+    from synseg_core.segment import build_parser, build_segmenter
+
+    args = build_parser().parse_args(["-v", "door", "-c", str(tiny_checkpoint), "--no-cuda-graphs"])
+    segmenter = build_segmenter(args)
+    assert segmenter.backend.cuda_graphs is False and segmenter.backend.compiled is False
+
+
+def test_the_segment_cli_refuses_torch_options_for_another_backend(tiny_checkpoint):
+    from synseg_core.segment import build_parser, build_segmenter
+
+    args = build_parser().parse_args(["-v", "door", "-c", str(tiny_checkpoint), "--backend", "onnxruntime", "--cuda-graphs"])
+    with pytest.raises(ValueError, match="options of the torch backend, not onnxruntime"):
+        build_segmenter(args)
+
+
+def test_the_evaluate_cli_accepts_the_fast_path_options():
+    from synseg_core.evaluate import build_parser
+
+    args = build_parser().parse_args(["-c", "ckpt", "--dataset", "folder", "--data-root", "d", "--cuda-graphs", "--compile"])
+    assert (args.cuda_graphs, args.compile) == (True, True)

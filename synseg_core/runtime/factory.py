@@ -221,3 +221,15 @@ def parts_from_checkpoint(
 
         embed = torch_text_embedder(load_model(directory))
     return SegmenterParts(runner, embed, load_config(directory), meta.patch_size)
+
+
+def torch_options(backend: str, cuda_graphs: bool | None = None, compile: bool = False) -> dict[str, Any]:
+    """The torch fast-path options of a command line (``--cuda-graphs``, ``--compile``) as backend options.
+
+    Empty for other backends; setting them there is an error rather than silently ignored.
+    """
+    if backend != "torch":
+        if cuda_graphs is not None or compile:
+            raise ValueError(f"--cuda-graphs and --compile are options of the torch backend, not {backend}")
+        return {}
+    return {"cuda_graphs": cuda_graphs, "compile": compile}
