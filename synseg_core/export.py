@@ -381,9 +381,9 @@ def export_onnx(
             text_meta = None
             if text_encoder:
                 bar.set_postfix_str("text encoder")
-                context = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
+                context, trim = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
                 (staging / FILE_NAMES[TOKENIZER]).write_text(tokenizer_json(model.text_encoder.tokenizer))
-                text_meta = TextExport(context_length=context, templates=_template_patterns())
+                text_meta = TextExport(context_length=context, templates=_template_patterns(), trim_tokens=trim)
                 roles += [TEXT_ENCODER, TOKENIZER]
                 bar.update()
             if precision != "fp32":
@@ -462,20 +462,32 @@ def _export_image_and_decoder(
     }
 
 
-def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> int:
-    """Write text_encoder.onnx; returns the tokenizer's context length."""
+def can_trim_tokens(encoder: TextEncoder) -> bool:
+    """Whether the positions after the last end token cannot change an embedding: a causal tower pooled at the end token."""
+    return encoder.pool_type == "argmax" and encoder.attn_mask is not None
+
+
+def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> tuple[int, bool]:
+    """Write text_encoder.onnx; returns the context length and whether runtimes may trim the token axis.
+
+    With a causal tower and the dynamo exporter the token axis is dynamic (the example is cut to 8 positions,
+    so no axis is exported at a fixed size); runtimes then run each batch only up to its longest prompt. The
+    legacy exporter bakes the sequence length into the attention reshapes, so its tower keeps the full context.
+    """
     encoder = model.text_encoder
     prompts = [template("word") for template in get_templates("single")] * 2
     tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1).to(encoder.token_embedding.weight.device)
-    _export_graph(
-        TextEncoderGraph(encoder), (tokens,), path, [TOKENS], [EMBEDDINGS],
-        {TOKENS: {0: "classes", 1: "prompts"}, EMBEDDINGS: {0: "classes"}}, opset, exporter,
-    )
+    context = int(tokens.shape[-1])
+    trim = can_trim_tokens(encoder) and exporter == "dynamo"
+    axes = {0: "classes", 1: "prompts", 2: "length"} if trim else {0: "classes", 1: "prompts"}
+    example = tokens[..., : min(8, context)] if trim else tokens
+    _export_graph(TextEncoderGraph(encoder), (example,), path, [TOKENS], [EMBEDDINGS], {TOKENS: axes, EMBEDDINGS: {0: "classes"}}, opset, exporter)
     if check:
-        with torch.no_grad():
-            expected = TextEncoderGraph(encoder)(tokens)
-        _check_parity(path, {TOKENS: tokens.cpu().numpy()}, [expected])
-    return int(tokens.shape[-1])
+        for feed in (tokens, example) if trim else (tokens,):
+            with torch.no_grad():
+                expected = TextEncoderGraph(encoder)(feed)
+            _check_parity(path, {TOKENS: feed.cpu().numpy()}, [expected])
+    return context, trim
 
 
 def convert_export(source: str | Path, out_dir: str | Path, precision: str) -> ExportMetadata:

@@ -237,3 +237,46 @@ def test_weights_hash_changes_with_any_weight(tiny_model):
     with torch.no_grad():
         other.decoder.film.film_add.bias[0] += 1e-3
     assert weights_sha256(other) != weights_sha256(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def dynamo_text(tmp_path_factory, tiny_model):
+    """The text tower through the default (dynamo) exporter, which keeps the token axis dynamic."""
+    out = tmp_path_factory.mktemp("dynamo") / "exp"
+    export_onnx(tiny_model, out, text_encoder=True)
+    return out
+
+
+def test_the_text_tower_is_exported_with_a_dynamic_token_axis(dynamo_text):
+    graph = onnx.load(str(dynamo_text / "text_encoder.onnx")).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, True, True]
+    assert read_export(dynamo_text).text.trim_tokens
+
+
+def test_the_legacy_exporter_keeps_the_full_context_and_says_so(exported):
+    dims = onnx.load(str(exported / "text_encoder.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[2].dim_value == 77 and not read_export(exported).text.trim_tokens
+
+
+def test_onnx_text_embeddings_of_trimmed_tokens_equal_the_full_length_ones(dynamo_text, tiny_model, monkeypatch):
+    words = ["cat", "traffic light", "a rather long name of a category with many words"]
+    calls = []
+    trimmed = OnnxTextEmbedder(dynamo_text)
+    run = trimmed._session.run
+    monkeypatch.setattr(trimmed._session, "run", lambda names, feeds: calls.append(feeds["tokens"].shape) or run(names, feeds))
+    embeddings = trimmed.embed(words, "tcl")
+    full = OnnxTextEmbedder(dynamo_text, trim_tokens=False).embed(words, "tcl")
+    assert calls and all(shape[-1] < 77 for shape in calls)  # the tower ran on fewer positions than the context
+    np.testing.assert_allclose(embeddings, full, atol=1e-5)
+    np.testing.assert_allclose(embeddings, tiny_model.text_encoder.embed_prompts(words, "tcl").numpy(), atol=1e-5)
+
+
+def test_torch_text_tower_on_trimmed_tokens_equals_the_full_length_one(tiny_model):
+    encoder = tiny_model.text_encoder
+    tokens = encoder.tokenizer(["a photo of a cat.", "a photo of many traffic lights."])
+    length = int(torch.nonzero(tokens.any(dim=0)).max()) + 1
+    with torch.no_grad():
+        full, trimmed = encoder(tokens), encoder(tokens[:, :length])
+    assert length < tokens.shape[1]
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=0)

@@ -67,6 +67,9 @@ class TextExport:
     context_length: int
     #: template set -> patterns with one ``{}`` for the word, e.g. "a photo of a {}."
     templates: dict[str, list[str]]
+    #: tokens may be cut after the longest prompt's end token: the token axis is dynamic and the tower is causal
+    #: with end-token pooling, so the positions after it cannot change the embedding
+    trim_tokens: bool = False
 
 
 @dataclass(frozen=True)
