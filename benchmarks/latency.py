@@ -46,7 +46,7 @@ from synseg_core.model.synseg import SynSeg, create_model
 from synseg_core.runtime.backend import Backend
 from synseg_core.runtime.export_format import ExportError, check_export, read_export
 from synseg_core.runtime.onnx_backend import OnnxBackend
-from synseg_core.runtime.processing import preprocess
+from synseg_core.runtime.processing import apply_threshold, preprocess
 from synseg_core.runtime.segmenter import Segmenter
 from synseg_core.runtime.torch_backend import TorchBackend, postprocess_logits, torch_text_embedder
 
@@ -368,6 +368,10 @@ def end_to_end(model: SynSeg, args: argparse.Namespace) -> dict[str, dict[str, f
             text = segmenter.encode_vocabulary(words)
             jobs["segment", classes] = partial(_segment, segmenter, frame, words)
             jobs["network", classes] = partial(backend.infer, pixels, text)
+        if args.e2e_batch > 1:
+            text = segmenter.encode_vocabulary(_words(VOCABULARY_CLASSES))
+            jobs["batch", VOCABULARY_CLASSES] = partial(_segment_batch, segmenter, [frame] * args.e2e_batch, text)
+            jobs["batch network", VOCABULARY_CLASSES] = partial(backend.infer, np.repeat(pixels, args.e2e_batch, axis=0), text)
         log.info("end to end: %s at %dx%d, K=%s", name, *size, list(args.e2e_classes))
         stages: dict[Any, list[dict[str, float]]] = {}
         times = interleaved_medians(jobs, args.warmup, args.e2e_repeats, _sync(args.device), record=stages)
@@ -380,8 +384,24 @@ def end_to_end(model: SynSeg, args: argparse.Namespace) -> dict[str, dict[str, f
                 "device_bytes_now": CAMERA[0] * CAMERA[1] * 8,  # labels int32 + confidence float32
                 "device_bytes_before": 4 * classes * size[0] * size[1],  # K float32 logits at the network size
             }
+        if args.e2e_batch > 1:
+            total, network = times["batch", VOCABULARY_CLASSES], times["batch network", VOCABULARY_CLASSES]
+            results[f"{name} {size[0]}x{size[1]} K={VOCABULARY_CLASSES} batch {args.e2e_batch}"] = {
+                "total": round(total, 2), "network_alone": round(network, 2), "pre_post_share": round(1 - network / total, 3),
+                "frames_per_s": round(1000 * args.e2e_batch / total, 1),
+                "device_bytes_now": args.e2e_batch * CAMERA[0] * CAMERA[1] * 8,
+                "device_bytes_before": args.e2e_batch * 4 * VOCABULARY_CLASSES * size[0] * size[1],
+            }
         backend.close()
     return results
+
+
+def _segment_batch(segmenter: Segmenter, frames: list[np.ndarray], text: np.ndarray) -> np.ndarray:
+    """Frames in, labels out for a batch: what Segmenter.segment does per frame, with one backend call."""
+    config = segmenter.config
+    pixels = np.concatenate([preprocess(f, segmenter.input_size, config.mean, config.std) for f in frames])
+    prediction = segmenter.backend.predict(pixels, text, frames[0].shape[:2])
+    return np.stack([apply_threshold(labels, confidence, segmenter.threshold) for labels, confidence in zip(prediction.labels, prediction.confidence, strict=True)])
 
 
 def _segment(segmenter: Segmenter, frame: np.ndarray, words: list[str]) -> dict[str, float]:
@@ -474,9 +494,11 @@ def markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, v in report["end_to_end"].items():
+        stages = [str(v.get(stage, "-")) for stage in ("preprocess", "infer", "postprocess")]
+        fps = f" ({v['frames_per_s']} frames/s)" if "frames_per_s" in v else ""
         lines.append(
-            f"| {key} | {v['total']} | {v['network_alone']} | {100 * v['pre_post_share']:.1f} % | {v['preprocess']} | {v['infer']} | "
-            f"{v['postprocess']} | {v['device_bytes_now'] / 1e6:.2f} / {v['device_bytes_before'] / 1e6:.2f} |"
+            f"| {key} | {v['total']}{fps} | {v['network_alone']} | {100 * v['pre_post_share']:.1f} % | {' | '.join(stages)} | "
+            f"{v['device_bytes_now'] / 1e6:.2f} / {v['device_bytes_before'] / 1e6:.2f} |"
         )
     lines += ["", "Weights loaded (MB): " + ", ".join(f"{k} {v}" for k, v in report["weights_mb"].items()) + "."]
     if report["label_agreement"]:
@@ -513,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sections", default=",".join(SECTIONS), help="which parts to run, of %(default)s")
     parser.add_argument("--e2e-classes", default="20", help="K of the end-to-end section (default: %(default)s)")
     parser.add_argument("--e2e-size", help="input size of the end-to-end section (default: the largest square of --sizes)")
+    parser.add_argument("--e2e-batch", type=int, default=1, help="also time frames in -> labels out for a batch of N frames at K=20 (default: %(default)s)")
     parser.add_argument("--e2e-repeats", type=int, help="timed runs of the end-to-end section (default: --repeats)")
     parser.add_argument("--exporter", default="dynamo", choices=("dynamo", "legacy"), help="ONNX exporter (default: %(default)s)")
     parser.add_argument("--no-onnx-text", dest="onnx_text", action="store_false", help="skip the ONNX text tower timing")

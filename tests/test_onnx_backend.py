@@ -199,7 +199,7 @@ def test_a_usable_export_with_the_text_tower_never_builds_the_torch_model(tmp_pa
 def test_exporting_without_torch_says_what_to_install(tmp_path, tiny_model, monkeypatch):
     checkpoint = save_model(tiny_model, tmp_path / "ckpt")
     monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch now raises ImportError
-    with pytest.raises(ImportError, match=r"needs PyTorch \(pip install 'synseg\[export\]'"):
+    with pytest.raises(ImportError, match=r"needs PyTorch: pip install torch 'synseg\[onnx\]'"):
         Segmenter.from_checkpoint(checkpoint, backend="onnxruntime")
 
 

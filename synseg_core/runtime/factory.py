@@ -47,7 +47,7 @@ BACKEND_MODULES = {
 EXPORT_BACKENDS = ("onnxruntime", "tensorrt")
 TextEmbedder = Callable[[Sequence[str], str], np.ndarray]  # (words, template set) -> [K, T] float32
 TORCH_MISSING = (
-    "exporting a checkpoint to ONNX needs PyTorch (pip install 'synseg[export]', or torch, onnx and onnxscript); "
+    "exporting a checkpoint to ONNX needs PyTorch: pip install torch 'synseg[onnx]' (torch, onnx, onnxscript); "
     "or export it on another machine with python -m synseg_core.export CHECKPOINT --text-encoder and pass the "
     "folder as onnx_dir (a torch-free install runs it with Segmenter.from_export)"
 )
