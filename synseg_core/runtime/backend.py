@@ -155,5 +155,5 @@ def predict_chunked(
     return Prediction(
         labels=np.concatenate([r.labels for r in rows]),
         confidence=np.concatenate([r.confidence for r in rows]),
-        class_maps=np.concatenate([r.class_maps for r in rows]) if class_maps else None,  # type: ignore[misc]
+        class_maps=np.concatenate([r.class_maps for r in rows]) if class_maps else None,
     )

@@ -147,7 +147,7 @@ def create_backend(name: str, source: Any, **options: Any) -> Backend:
     """
     check_backend(name)
     module = importlib.import_module(BACKEND_MODULES[name])
-    return module.BACKEND(source, **options)  # type: ignore[no-any-return]
+    return module.BACKEND(source, **options)
 
 
 def export_text_embedder(directory: Path, meta: ExportMetadata, device: str = "cpu") -> TextEmbedder | None:
@@ -204,7 +204,7 @@ def parts_from_checkpoint(
         from synseg_core.runtime.torch_backend import TorchBackend, torch_text_embedder
 
         model = load_model(directory)
-        runner = TorchBackend(model, device=device, precision=precision, **options)
+        runner: Backend = TorchBackend(model, device=device, precision=precision, **options)
         return SegmenterParts(runner, torch_text_embedder(model), model.config, model.patch_size)
     if backend == "tensorrt":
         from synseg_core.runtime.tensorrt_backend import check_device, require_tensorrt

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -13,9 +13,6 @@ from synseg_core.runtime.backend import Backend
 from synseg_core.runtime.factory import SegmenterParts, TextEmbedder, list_backends, parts_from_checkpoint, parts_from_export
 from synseg_core.runtime.processing import Segmentation, apply_threshold, check_image, preprocess
 from synseg_core.text.prompts import check_vocabulary
-
-if TYPE_CHECKING:
-    from torch import nn
 
 __all__ = ["MAX_VOCABULARY", "Segmenter", "list_backends"]
 
@@ -68,7 +65,7 @@ class Segmenter:
 
     @classmethod
     def from_model(
-        cls, model: nn.Module, device: str = "cpu", precision: str = "fp32", backend_options: dict[str, Any] | None = None, **kwargs: Any
+        cls, model: Any, device: str = "cpu", precision: str = "fp32", backend_options: dict[str, Any] | None = None, **kwargs: Any
     ) -> Segmenter:
         """A model (SynSeg, or any module with ``.config``, ``.patch_size`` and a text tower) on the torch backend.
 

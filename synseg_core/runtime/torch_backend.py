@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ DEFAULT_MAX_GRAPHS = 8
 WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuDNN/cuBLAS pick their kernels, caches fill)
 
 
-def torch_text_embedder(model: nn.Module) -> Callable[[Sequence[str], str], np.ndarray]:
+def torch_text_embedder(model: Any) -> Callable[[Sequence[str], str], np.ndarray]:
     """The model's frozen text tower behind the shared embedding cache: (words, template set) -> [K, T]."""
 
     def embed(words: Sequence[str], template_set: str) -> np.ndarray:
@@ -51,7 +51,8 @@ def postprocess_logits(
     passes of ``POST_CLASSES_PER_PASS``; a later pass wins a pixel only when strictly better, so ties go to
     the lower index as in a single argmax.
     """
-    labels = confidence = None
+    labels: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
     maps = []
     for offset in range(0, logits.shape[1], POST_CLASSES_PER_PASS):
         chunk = logits[:, offset : offset + POST_CLASSES_PER_PASS].float()
@@ -62,7 +63,7 @@ def postprocess_logits(
         index = index.to(torch.int32) + offset
         if class_maps:
             maps.append(torch.sigmoid(chunk).contiguous())
-        if labels is None:
+        if labels is None or confidence is None:
             labels, confidence = index, best
         else:
             better = best > confidence
@@ -180,7 +181,8 @@ class TorchBackend(Backend):
 
     def _function(self, key: Hashable) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor | None, ...]]:
         """The computation a key stands for: ('logits', ...) or ('predict', ..., output size, class maps)."""
-        kind, *_, size, class_maps = key  # type: ignore[misc]
+        parts = cast(tuple[Any, ...], key)
+        kind, size, class_maps = parts[0], parts[-2], parts[-1]
         if kind == "logits":
             def logits(images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
                 out = self._logits(images, text).float()
