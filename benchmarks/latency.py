@@ -309,9 +309,9 @@ def vocabulary_timing(model: SynSeg, args: argparse.Namespace) -> dict[str, dict
     """ms to embed a new 20-word vocabulary: cold (cache cleared) and warm, per text tower."""
     words = list(VOCABULARY[:VOCABULARY_CLASSES])
     template_set = model.config.prompt_set
-    embedders: dict[str, tuple[Callable[[Sequence[str], str], np.ndarray], Callable[[], None]]] = {
-        f"torch ({args.device})": (torch_text_embedder(model), model.text_encoder.cache.clear),
-    }
+    embedders: dict[str, tuple[Callable[[Sequence[str], str], np.ndarray], Callable[[], None]]] = {}
+    if args.torch_text:
+        embedders[f"torch ({args.device})"] = (torch_text_embedder(model), model.text_encoder.cache.clear)
     export_dir = args.work_dir / f"{args.sizes[0][0]}x{args.sizes[0][1]}_fp32"
     if args.onnx_text and (export_dir / "text_encoder.onnx").is_file():
         from synseg_core.runtime.onnx_text import OnnxTextEmbedder
@@ -539,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--e2e-repeats", type=int, help="timed runs of the end-to-end section (default: --repeats)")
     parser.add_argument("--exporter", default="dynamo", choices=("dynamo", "legacy"), help="ONNX exporter (default: %(default)s)")
     parser.add_argument("--no-onnx-text", dest="onnx_text", action="store_false", help="skip the ONNX text tower timing")
+    parser.add_argument("--no-torch-text", dest="torch_text", action="store_false", help="skip the PyTorch text tower timing")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory column (one process per backend on the CPU)")
     parser.add_argument("--work-dir", type=Path, default=Path("build/latency"), help="ONNX exports and engines (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("build/latency/results"), help="writes OUT.json and OUT.md (default: %(default)s)")
