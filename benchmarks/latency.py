@@ -485,7 +485,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- {k}: {v}x" for k, v in ratio["onnxruntime_speedup_over_torch"].items()]
     if "torch_fp16_fps_448_k20" in ratio:
         lines += ["", f"PyTorch FP16 + CUDA graphs at 448x448, K = 20 (network): {ratio['torch_fp16_fps_448_k20']} frames/s (target >= 300)."]
-    lines += ["", "New 20-word vocabulary, cold = cache cleared (prompt ensemble of the model's template set):", ""]
+    if report["vocabulary"]:
+        lines += ["", "New 20-word vocabulary, cold = cache cleared (prompt ensemble of the model's template set):", ""]
     lines += [f"- {k}: cold {v['cold_ms']} ms ({v['prompts']} prompts), warm {v['warm_ms']} ms" for k, v in report["vocabulary"].items()]
     lines += [] if not report["end_to_end"] else [
         "", "End-to-end per frame: Segmenter.segment of a 640x480 frame (labels out) vs the network alone (ms, medians; "
