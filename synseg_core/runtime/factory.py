@@ -212,6 +212,7 @@ def parts_from_checkpoint(
         require_tensorrt()  # both before a possibly long export
         check_device(device)
     target = prepare_export(directory, input_size, precision, onnx_dir or engine_path, export_if_missing, exporter)
+    options.setdefault("verify", False)  # prepare_export has just compared every file's sha256
     runner = create_backend(backend, target, device=device, **options)
     meta = read_export(target, verify=False)
     embed = export_text_embedder(target, meta)
@@ -224,12 +225,14 @@ def parts_from_checkpoint(
 
 
 def torch_options(backend: str, cuda_graphs: bool | None = None, compile: bool = False) -> dict[str, Any]:
-    """The torch fast-path options of a command line (``--cuda-graphs``, ``--compile``) as backend options.
+    """The torch fast-path options a command line set (``--cuda-graphs``, ``--compile``) as backend options.
 
-    Empty for other backends; setting them there is an error rather than silently ignored.
+    Only the options given (the backend's defaults stay its own); setting them for another backend is an
+    error rather than silently ignored.
     """
-    if backend != "torch":
-        if cuda_graphs is not None or compile:
-            raise ValueError(f"--cuda-graphs and --compile are options of the torch backend, not {backend}")
-        return {}
-    return {"cuda_graphs": cuda_graphs, "compile": compile}
+    given = {"cuda_graphs": cuda_graphs} if cuda_graphs is not None else {}
+    if compile:
+        given["compile"] = True
+    if given and backend != "torch":
+        raise ValueError(f"--cuda-graphs and --compile are options of the torch backend, not {backend}")
+    return given
