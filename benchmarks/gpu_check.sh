@@ -39,6 +39,7 @@ else
     DEVICE=cuda; MODEL=(--preset vit-b-16); SIZE=448; TORCH_ROWS=torch,torch-fp16,torch-fp16-graphs; REPEATS=20; WARMUP=3; BATCH=8
 fi
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the cache below must not land inside the repository
 STATUS="$OUT/steps.txt"
 : > "$STATUS"
 
@@ -56,7 +57,7 @@ step() {  # step NAME COMMAND...: run (or print) one step, record ok/failed with
     fi
 }
 
-export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" XDG_CACHE_HOME="$PWD/$OUT/cache"
+export HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" XDG_CACHE_HOME="$OUT/cache"
 
 if [ "$SMOKE" = 1 ]; then  # a smoke run uses the interpreter's environment as it is (PYTHONPATH above)
     echo "install skipped (smoke)" >> "$STATUS"
