@@ -117,15 +117,16 @@ class CapturedGraph:
 
     def __init__(self, function: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor | None, ...]], images: torch.Tensor, text: torch.Tensor) -> None:
         self.images, self.text = images.clone(), text.clone()
-        side = torch.cuda.Stream(images.device)
-        side.wait_stream(torch.cuda.current_stream(images.device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_RUNS):
-                function(self.images, self.text)
-        torch.cuda.current_stream(images.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = function(self.images, self.text)
+        with torch.cuda.device(images.device):  # capture on the model's GPU, not the process's current one
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_RUNS):
+                    function(self.images, self.text)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = function(self.images, self.text)
 
     def __call__(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         self.images.copy_(images, non_blocking=True)
