@@ -30,6 +30,7 @@ from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner
 from synseg_core.evaluation.protocols import Protocol, get_protocol, list_protocols
 from synseg_core.evaluation.report import write_report
 from synseg_core.evaluation.runner import evaluate_dataset
+from synseg_core.runtime.factory import torch_options
 from synseg_core.runtime.segmenter import Segmenter, list_backends
 from synseg_core.text.prompts import list_template_sets
 
@@ -43,7 +44,9 @@ def build_segmenter(args: argparse.Namespace, device: str) -> Segmenter:
     checkpoint's (or file's) CLIP towers. ``synseg`` runs whatever the checkpoint's config names (a NACLIP
     folder made by ``synseg_core.pretrained`` included)."""
     if args.method == "synseg":
-        return Segmenter.from_checkpoint(args.checkpoint, backend=args.backend, device=device, precision=args.precision)
+        return Segmenter.from_checkpoint(args.checkpoint, backend=args.backend, device=device, precision=args.precision,
+                                         **torch_options(args.backend, args.cuda_graphs, args.compile))
+    fast_path = torch_options("torch", args.cuda_graphs, args.compile)
     from synseg_core.baselines.maskclip import maskclip_segmenter
     from synseg_core.baselines.naclip import from_towers
     from synseg_core.checkpoint import load_model
@@ -54,13 +57,13 @@ def build_segmenter(args: argparse.Namespace, device: str) -> Segmenter:
         from synseg_core.weights import load_clip_weights
 
         model = load_model(args.checkpoint) if args.checkpoint is not None else load_clip_weights(create_model(args.preset), args.clip_weights)
-        return maskclip_segmenter(model.to(device), device=device)
+        return maskclip_segmenter(model.to(device), device=device, precision=args.precision, backend_options=fast_path)
     if args.checkpoint is not None:
         model = load_model(args.checkpoint)
         rival = model if model.config.method == args.method else from_towers(model, args.method)
     else:
         rival = from_clip(args.clip_weights, args.method, args.preset)
-    return Segmenter.from_model(rival.to(device), device=device)
+    return Segmenter.from_model(rival.to(device), device=device, precision=args.precision, backend_options=fast_path)
 
 
 def build_protocol(args: argparse.Namespace) -> Protocol:
@@ -113,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="torch", choices=list_backends(), help="inference backend for synseg (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK) or cuda:N (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", help="backend precision: fp32, fp16, bf16, int8 ... (default: %(default)s)")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="torch backend: replay CUDA graphs (default: on with a CUDA device)")
+    parser.add_argument("--compile", action="store_true", help="torch backend: run the model through torch.compile")
     parser.add_argument("--max-images", type=int, help="score only the first N images (a quick check; recorded in results.json)")
     parser.add_argument("--overlays", type=int, default=8, help="images in overlays.png (default: %(default)s)")
     parser.add_argument("--out", "-o", type=Path, default=Path("eval_out"), help="output folder (default: %(default)s)")

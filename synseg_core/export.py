@@ -1,8 +1,9 @@
 """Export SynSeg to ONNX: ``python -m synseg_core.export CHECKPOINT [--input-size 448] [--precision fp16]``.
 
-Writes an export folder (layout in ``synseg_core.runtime.onnx_backend``): the image encoder
+Writes an export folder (layout in ``synseg_core.runtime.export_format``): the image encoder
 (pixels -> activations of the extracted blocks), FiLM + decoder with the text embeddings [K, T] as an input
-(K dynamic, so the vocabulary changes without a re-export or an engine rebuild), optionally the text tower
+(K dynamic, so the vocabulary changes without a re-export or an engine rebuild), the post-processing graph
+(upsample + argmax + best score, so runtimes post-process on their own device), optionally the text tower
 with its tokenizer (a deployment without PyTorch), and ``export.json``. The batch axis is dynamic; the
 input size is fixed per export because the positional embedding is resampled for one patch grid.
 
@@ -36,15 +37,20 @@ from tqdm import tqdm
 from synseg_core.checkpoint import WEIGHTS_NAME, CheckpointError, load_model, resolve_checkpoint
 from synseg_core.model.encoders import ImageFeatures, TextEncoder
 from synseg_core.model.synseg import SynSeg
-from synseg_core.runtime.onnx_backend import (
+from synseg_core.runtime.export_format import (
+    CLASS_MAPS,
+    CONFIDENCE,
     DECODER,
     EMBEDDINGS,
     FILE_NAMES,
     IMAGE_ENCODER,
+    LABELS,
     LOGITS,
     METADATA_NAME,
     PIXELS,
+    POSTPROCESS,
     PRECISIONS,
+    SIZE,
     TEXT,
     TEXT_ENCODER,
     TOKENIZER,
@@ -53,11 +59,11 @@ from synseg_core.runtime.onnx_backend import (
     ExportMetadata,
     TextExport,
     as_size,
-    create_session,
-    default_export_dir,
     read_export,
     sha256_file,
 )
+from synseg_core.runtime.factory import checkpoint_sha256, default_export_dir
+from synseg_core.runtime.onnx_backend import create_session
 from synseg_core.text.prompts import get_templates, list_template_sets
 
 log = logging.getLogger("synseg.export")
@@ -206,6 +212,12 @@ def _export_graph(
         raise ExportError(f"{path}: the {exporter} exporter wrote nothing")
 
 
+def _write_onnx(model: Any, path: Path) -> None:
+    import onnx
+
+    onnx.save(model, str(path))
+
+
 def _to_fp16(path: Path) -> None:
     """FP16 weights and arithmetic, float32 inputs/outputs (so every backend feeds the same arrays)."""
     import onnx
@@ -225,11 +237,61 @@ def _to_int8(path: Path) -> None:
     os.replace(quantized, path)
 
 
+def postprocess_graph(opset: int) -> Any:
+    """postprocess.onnx: logits [B, K, h, w] + size int64 [2] -> labels, confidence, class_maps at that size.
+
+    The same computation as ``torch_backend.postprocess_logits`` (bilinear with half-pixel centres, argmax,
+    sigmoid of the best logit), written as ONNX directly because the output size is a run-time input. It
+    resizes channels-last: ONNX Runtime's CPU Resize is ~6x faster on NHWC than on NCHW float maps, and the
+    max over K then reads contiguous memory. Runtimes compute only the outputs asked for.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    def constant(name: str, *values: int) -> onnx.TensorProto:
+        return helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
+
+    # ReduceMax takes its axes as an input from opset 18 on, as an attribute before.
+    reduce_max = (
+        helper.make_node("ReduceMax", ["resized", "axis_k"], ["best"], keepdims=0) if opset >= 18
+        else helper.make_node("ReduceMax", ["resized"], ["best"], axes=[3], keepdims=0)
+    )
+    nodes = [
+        helper.make_node("Transpose", [LOGITS], ["nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Shape", [LOGITS], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
+        helper.make_node("Slice", ["shape", "one", "two"], ["classes"]),
+        helper.make_node("Concat", ["batch", SIZE, "classes"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["nhwc", "", "", "sizes"], ["resized"], mode="linear", coordinate_transformation_mode="half_pixel"),
+        helper.make_node("ArgMax", ["resized"], ["index"], axis=3, keepdims=0, select_last_index=0),
+        helper.make_node("Cast", ["index"], [LABELS], to=TensorProto.INT32),
+        reduce_max,
+        helper.make_node("Sigmoid", ["best"], [CONFIDENCE]),
+        helper.make_node("Sigmoid", ["resized"], ["scores"]),
+        helper.make_node("Transpose", ["scores"], [CLASS_MAPS], perm=[0, 3, 1, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes, "synseg_postprocess",
+        [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch", "classes", "height", "width"]),
+         helper.make_tensor_value_info(SIZE, TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info(LABELS, TensorProto.INT32, ["batch", "out_height", "out_width"]),
+         helper.make_tensor_value_info(CONFIDENCE, TensorProto.FLOAT, ["batch", "out_height", "out_width"]),
+         helper.make_tensor_value_info(CLASS_MAPS, TensorProto.FLOAT, ["batch", "classes", "out_height", "out_width"])],
+        [constant("zero", 0), constant("one", 1), constant("two", 2), constant("axis_k", 3)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="synseg")
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def _convert(folder: Path, roles: Sequence[str], precision: str) -> None:
-    """Turn the FP32 graphs of ``roles`` in ``folder`` into ``precision`` in place."""
+    """Turn the FP32 network graphs of ``roles`` in ``folder`` into ``precision`` in place.
+
+    The post-processing graph stays FP32 (it compares logits; its cost is memory, not arithmetic).
+    """
     convert = {"fp16": _to_fp16, "int8": _to_int8}[precision]
     for role in roles:
-        if FILE_NAMES[role].endswith(".onnx"):
+        if FILE_NAMES[role].endswith(".onnx") and role != POSTPROCESS:
             convert(folder / FILE_NAMES[role])
 
 
@@ -318,13 +380,14 @@ def export_onnx(
     try:
         with _staged_folder(target) as staging, tqdm(total=steps, desc="export", unit="step", disable=not progress) as bar:
             parity = _export_image_and_decoder(model, staging, size, opset, exporter, check, bar)
-            roles = [IMAGE_ENCODER, DECODER]
+            _write_onnx(postprocess_graph(opset), staging / FILE_NAMES[POSTPROCESS])
+            roles = [IMAGE_ENCODER, DECODER, POSTPROCESS]
             text_meta = None
             if text_encoder:
                 bar.set_postfix_str("text encoder")
-                context = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
+                context, trim = _export_text_encoder(model, staging / FILE_NAMES[TEXT_ENCODER], opset, exporter, check)
                 (staging / FILE_NAMES[TOKENIZER]).write_text(tokenizer_json(model.text_encoder.tokenizer))
-                text_meta = TextExport(context_length=context, templates=_template_patterns())
+                text_meta = TextExport(context_length=context, templates=_template_patterns(), trim_tokens=trim)
                 roles += [TEXT_ENCODER, TOKENIZER]
                 bar.update()
             if precision != "fp32":
@@ -403,20 +466,32 @@ def _export_image_and_decoder(
     }
 
 
-def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> int:
-    """Write text_encoder.onnx; returns the tokenizer's context length."""
+def can_trim_tokens(encoder: TextEncoder) -> bool:
+    """Whether the positions after the last end token cannot change an embedding: a causal tower pooled at the end token."""
+    return encoder.pool_type == "argmax" and encoder.attn_mask is not None
+
+
+def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, check: bool) -> tuple[int, bool]:
+    """Write text_encoder.onnx; returns the context length and whether runtimes may trim the token axis.
+
+    With a causal tower and the dynamo exporter the token axis is dynamic (the example is cut to 8 positions,
+    so no axis is exported at a fixed size); runtimes then run each batch only up to its longest prompt. The
+    legacy exporter bakes the sequence length into the attention reshapes, so its tower keeps the full context.
+    """
     encoder = model.text_encoder
     prompts = [template("word") for template in get_templates("single")] * 2
     tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1).to(encoder.token_embedding.weight.device)
-    _export_graph(
-        TextEncoderGraph(encoder), (tokens,), path, [TOKENS], [EMBEDDINGS],
-        {TOKENS: {0: "classes", 1: "prompts"}, EMBEDDINGS: {0: "classes"}}, opset, exporter,
-    )
+    context = int(tokens.shape[-1])
+    trim = can_trim_tokens(encoder) and exporter == "dynamo"
+    axes = {0: "classes", 1: "prompts", 2: "length"} if trim else {0: "classes", 1: "prompts"}
+    example = tokens[..., : min(8, context)] if trim else tokens
+    _export_graph(TextEncoderGraph(encoder), (example,), path, [TOKENS], [EMBEDDINGS], {TOKENS: axes, EMBEDDINGS: {0: "classes"}}, opset, exporter)
     if check:
-        with torch.no_grad():
-            expected = TextEncoderGraph(encoder)(tokens)
-        _check_parity(path, {TOKENS: tokens.cpu().numpy()}, [expected])
-    return int(tokens.shape[-1])
+        for feed in (tokens, example) if trim else (tokens,):
+            with torch.no_grad():
+                expected = TextEncoderGraph(encoder)(feed)
+            _check_parity(path, {TOKENS: feed.cpu().numpy()}, [expected])
+    return context, trim
 
 
 def convert_export(source: str | Path, out_dir: str | Path, precision: str) -> ExportMetadata:
@@ -474,20 +549,22 @@ def export_checkpoint(
 ) -> list[Path]:
     """Export a checkpoint directory in one or more precisions; returns the folders.
 
-    The default folder of each is CKPT/onnx/<H>x<W>_<precision>; ``out_dir`` names the folder of a
-    single precision. The model is exported once; further precisions are converted from that FP32 export.
+    The default folder of each is the user cache's (``factory.default_export_dir``), where
+    ``Segmenter.from_checkpoint`` looks; ``out_dir`` names the folder of a single precision. The model is exported once; further precisions are converted from that FP32 export.
     """
     precisions = list(dict.fromkeys(precisions))
     if out_dir is not None and len(precisions) > 1:
-        raise ValueError("--out names one export folder; give one --precision, or leave --out out for CKPT/onnx/<size>_<precision>")
+        raise ValueError("--out names one export folder; give one --precision, or leave --out out for the user cache")
     directory = resolve_checkpoint(checkpoint)
     model = load_model(directory)
     size = as_size(input_size or model.config.image_size)
-    targets = [Path(out_dir) if out_dir is not None else default_export_dir(directory, size, p) for p in precisions]
+    weights = checkpoint_sha256(directory)
+    targets = [Path(out_dir) if out_dir is not None else default_export_dir(weights, size, p) for p in precisions]
     if len(precisions) == 1:
         export_onnx(model, targets[0], input_size=size, precision=precisions[0], source_checkpoint=directory, **options)
         return targets
-    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=targets[0].parent.parent) as scratch:
+    targets[0].parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fp32-", dir=targets[0].parent) as scratch:
         source = targets[precisions.index("fp32")] if "fp32" in precisions else Path(scratch) / "fp32"
         export_onnx(model, source, input_size=size, precision="fp32", source_checkpoint=directory, **options)
         for precision, target in zip(precisions, targets, strict=True):
@@ -501,18 +578,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m synseg_core.export",
         description="Export a SynSeg checkpoint to ONNX for the onnxruntime and tensorrt backends: image encoder, "
         "FiLM + decoder with the text embeddings as an input (the vocabulary changes at run time, no re-export), "
-        "optionally the text tower, and export.json (checked at load time).",
+        "the post-processing graph, optionally the text tower, and export.json (checked at load time). This command "
+        "writes ONNX only; TensorRT engines are built on the robot (command below).",
         epilog="Examples:\n"
-        "  python -m synseg_core.export runs/synseg                       # -> runs/synseg/onnx/224x224_fp32\n"
+        "  python -m synseg_core.export runs/synseg     # -> $XDG_CACHE_HOME/synseg/onnx/<weights>/224x224_fp32\n"
         "  python -m synseg_core.export runs/synseg --input-size 448 --precision fp32 fp16 int8 --text-encoder\n"
-        "  python -m synseg_core.export runs/synseg --input-size 480x640 --precision int8 --out deploy/cam\n"
-        "Then: Segmenter.from_checkpoint('runs/synseg', backend='onnxruntime', input_size=448), or, without the\n"
-        "checkpoint, synseg_core.runtime.onnx_backend.segmenter_from_export('deploy/cam'). Prebuild TensorRT\n"
-        "engines on the robot with: python -m synseg_core.runtime.tensorrt_backend deploy/cam",
+        "  python -m synseg_core.export runs/synseg --input-size 480x640 --precision fp16 --text-encoder --out deploy/cam\n"
+        "Then: Segmenter.from_checkpoint('runs/synseg', backend='onnxruntime', input_size=448) finds the cached\n"
+        "export, or, without the checkpoint or torch, Segmenter.from_export('deploy/cam'). Prebuild the TensorRT\n"
+        "engines of an fp32/fp16 export (TensorRT refuses int8 ones) on the robot with:\n"
+        "  python -m synseg_core.runtime.tensorrt_backend deploy/cam",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("checkpoint", type=Path, help="SynSeg checkpoint directory (config.json + model.safetensors)")
-    parser.add_argument("--out", "-o", type=Path, help="export folder (default: CHECKPOINT/onnx/<H>x<W>_<precision>)")
+    parser.add_argument("--out", "-o", type=Path, help="export folder (default: $XDG_CACHE_HOME/synseg/onnx/<weights sha256>/<H>x<W>_<precision>, where Segmenter.from_checkpoint looks)")
     parser.add_argument("--input-size", type=parse_size, help="network input N or HxW, multiples of the patch size (default: the model's)")
     parser.add_argument(
         "--precision", nargs="+", default=["fp32"], choices=PRECISIONS, metavar="{fp32,fp16,int8}",

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from synseg_core.checkpoint import CheckpointError
+from synseg_core.runtime.factory import torch_options
 from synseg_core.runtime.segmenter import Segmenter, list_backends
 from synseg_core.text.prompts import check_vocabulary, list_template_sets
 from synseg_core.visualize import add_legend, label_image, overlay
@@ -51,21 +52,23 @@ def parse_vocabulary(text: str) -> list[str]:
 
 
 def build_segmenter(args: argparse.Namespace) -> Segmenter:
+    options = torch_options(args.backend, args.cuda_graphs, args.compile)
     if args.checkpoint is not None:
         return Segmenter.from_checkpoint(
-            args.checkpoint, backend=args.backend, device=args.device, input_size=args.input_size,
-            threshold=args.threshold, template_set=args.templates,
+            args.checkpoint, backend=args.backend, device=args.device, precision=args.precision, input_size=args.input_size,
+            threshold=args.threshold, template_set=args.templates, **options,
         )
     if (DEMO_MODEL / "config.json").is_file():
         log.info("using the bundled demo model %s", DEMO_MODEL)
         return Segmenter.from_checkpoint(
-            DEMO_MODEL, backend=args.backend, device=args.device, input_size=args.input_size,
-            threshold=args.threshold, template_set=args.templates,
+            DEMO_MODEL, backend=args.backend, device=args.device, precision=args.precision, input_size=args.input_size,
+            threshold=args.threshold, template_set=args.templates, **options,
         )
     from synseg_core.model.synseg import create_model
 
     log.warning("no --checkpoint and no bundled demo model: using a RANDOM-INIT tiny model (masks are meaningless)")
-    return Segmenter.from_model(create_model("tiny", seed=0), input_size=args.input_size, threshold=args.threshold, template_set=args.templates)
+    return Segmenter.from_model(create_model("tiny", seed=0), device=args.device, precision=args.precision, backend_options=options,
+                                input_size=args.input_size, threshold=args.threshold, template_set=args.templates)
 
 
 def segment_file(segmenter: Segmenter, path: Path, vocabulary: list[str], out: Path) -> dict[str, object]:
@@ -102,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", "-o", type=Path, default=Path("segment_out"), help="output folder (default: %(default)s)")
     parser.add_argument("--backend", default="torch", choices=list_backends(), help="inference backend (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"], help="fp16 on CUDA; int8 with onnxruntime (default: %(default)s)")
+    parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="torch backend: replay CUDA graphs (default: on with a CUDA device)")
+    parser.add_argument("--compile", action="store_true", help="torch backend: run the model through torch.compile")
     parser.add_argument("--threshold", type=float, help="score below which a pixel is unlabeled (default: the model's)")
     parser.add_argument("--templates", choices=list_template_sets(), help="prompt template set (default: the model's)")
     parser.add_argument("--input-size", type=int, help="network input size in pixels, a multiple of 16 (default: the model's)")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from postprocess_reference import ReferenceBackend
 
 from benchmarks import cpu_benchmark
 from benchmarks.clipseg_init import SEEN_CLASSES, UNSEEN_CLASSES, referred_classes, train_clipseg_init
@@ -29,7 +30,6 @@ from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
 from synseg_core.evaluation.inference import SlidingWindow
 from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.model.synseg import create_model
-from synseg_core.runtime.backend import Backend
 from synseg_core.runtime.processing import sigmoid
 from synseg_core.runtime.segmenter import Segmenter
 from synseg_core.weights import load_clip_weights
@@ -175,7 +175,7 @@ def test_results_table_shows_seen_unseen_deltas_the_paper_direction_and_the_orac
     assert "Wall time: 30.0 min in 2 invocation(s)" in text and "| 2026-01-01 11:00 UTC | 10.0 | 0.5 | 1.0 |" in text
 
 
-class OracleBackend(Backend):
+class OracleBackend(ReferenceBackend):
     """Logit +5 for the class whose id is painted into the red channel (red = 10 * id), -5 elsewhere."""
 
     name = "oracle"

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from postprocess_reference import ReferenceBackend
 
 from synseg_core.config import SynSegConfig
 from synseg_core.data.benchmarks import get_dataset
@@ -13,13 +14,12 @@ from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner, resize
 from synseg_core.evaluation.protocols import get_protocol
 from synseg_core.evaluation.report import write_report
 from synseg_core.evaluation.runner import evaluate_dataset
-from synseg_core.runtime.backend import Backend
 from synseg_core.runtime.segmenter import Segmenter
 
 RED_STEP = 40  # class id c is painted with red = 40 * c, which the fake backend reads back
 
 
-class ColourCodeBackend(Backend):
+class ColourCodeBackend(ReferenceBackend):
     """Reads the class painted into each pixel's red channel and predicts ``confuse[class]`` there.
 
     Per-pixel and position-independent, so the exact answer survives any window layout.
@@ -37,7 +37,7 @@ class ColourCodeBackend(Backend):
         return np.where(predicted[:, None] == classes, 5.0, -5.0).astype(np.float32)
 
 
-class GroundTruthBackend(Backend):
+class GroundTruthBackend(ReferenceBackend):
     """Finds each window among a folder's images and predicts that image's ground-truth mask, ``confuse`` applied.
 
     Exact under the ``synthetic`` protocol on 64-px scenes: one window per image, nothing resized.

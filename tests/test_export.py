@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -9,10 +11,22 @@ import open_clip
 import pytest
 import torch
 
-from synseg_core import create_model, save_model
+from synseg_core import Segmenter, create_model, save_model
 from synseg_core.export import export_onnx, main, weights_sha256
-from synseg_core.runtime.onnx_backend import ExportError, read_export, segmenter_from_export, sha256_file
+from synseg_core.runtime.export_format import ExportError, read_export, sha256_file
 from synseg_core.runtime.onnx_text import ClipTokenizer, OnnxTextEmbedder
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEMO_MODEL = REPOSITORY / "synseg_core" / "assets" / "demo_model"
+
+
+@pytest.fixture(scope="module")
+def user_cache(tmp_path_factory):
+    """XDG_CACHE_HOME for this module: where the CLI writes exports by default."""
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("xdg")
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +35,11 @@ def checkpoint(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoint):
+def exported(checkpoint, user_cache):
     """The CLI's FP32 + int8 export of the tiny checkpoint, text tower included (the fast legacy exporter)."""
     args = [str(checkpoint), "--precision", "fp32", "int8", "--text-encoder", "--exporter", "legacy", "--quiet"]
     assert main(args) == 0
-    return checkpoint / "onnx" / "64x64_fp32"
+    return user_cache / "synseg" / "onnx" / sha256_file(checkpoint / "model.safetensors")[:16] / "64x64_fp32"
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +50,21 @@ def direct_export(tmp_path_factory, tiny_model):
     return out
 
 
-def test_cli_writes_both_graphs_the_text_tower_and_metadata(exported):
+def test_cli_writes_the_graphs_the_text_tower_and_metadata_into_the_user_cache(exported, checkpoint):
     assert sorted(p.name for p in exported.iterdir()) == [
-        "decoder.onnx", "export.json", "image_encoder.onnx", "text_encoder.onnx", "tokenizer.json",
+        "decoder.onnx", "export.json", "image_encoder.onnx", "postprocess.onnx", "text_encoder.onnx", "tokenizer.json",
     ]
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_using_the_bundled_demo_model_leaves_the_source_tree_clean(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    segmenter = Segmenter.from_checkpoint(DEMO_MODEL, backend="onnxruntime", exporter="legacy")
+    assert segmenter.segment(np.zeros((48, 64, 3), np.uint8), ["door", "chair"]).labels.shape == (48, 64)
+    assert segmenter.backend.directory.is_relative_to(tmp_path / "cache")
+    status = subprocess.run(["git", "status", "--porcelain", "--ignored", str(DEMO_MODEL)], cwd=REPOSITORY,
+                            capture_output=True, text=True, check=True)
+    assert status.stdout == ""
 
 
 def test_metadata_records_what_a_runtime_checks(exported, checkpoint, tiny_model):
@@ -55,7 +80,7 @@ def test_metadata_records_what_a_runtime_checks(exported, checkpoint, tiny_model
 
 def test_exported_graphs_were_checked_against_pytorch(exported):
     parity = read_export(exported).parity
-    assert set(parity) == {"image_encoder", "decoder"}
+    assert set(parity) == {"image_encoder", "decoder"}  # postprocess.onnx is checked against the reference in tests
     assert max(parity.values()) < 1e-4
 
 
@@ -108,11 +133,9 @@ def test_onnx_text_cache_encodes_only_new_words(exported, monkeypatch):
 
 
 def test_a_segmenter_runs_from_the_export_folder_alone(exported, tiny_model):
-    from synseg_core import Segmenter
-
     image = np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8)
-    result = segmenter_from_export(exported).segment(image, ["cat", "dog"])
-    expected = Segmenter.from_model(tiny_model).segment(image, ["cat", "dog"])
+    result = Segmenter.from_export(exported).segment(image, ["cat", "dog"], class_maps=True)
+    expected = Segmenter.from_model(tiny_model).segment(image, ["cat", "dog"], class_maps=True)
     np.testing.assert_allclose(result.class_maps, expected.class_maps, atol=1e-4)
     assert (result.labels == expected.labels).mean() >= 0.999
 
@@ -180,6 +203,16 @@ def test_cli_help_teaches_with_examples(capsys):
     assert "--precision fp32 fp16 int8" in text and "tensorrt_backend" in text
 
 
+def test_cli_help_prebuilds_tensorrt_only_from_an_export_tensorrt_accepts(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    prebuilt = text.split("python -m synseg_core.runtime.tensorrt_backend ")[1].split()[0]  # the folder it prebuilds
+    made = next(line for line in text.split("python -m synseg_core.export ") if f"--out {prebuilt}" in line).split("Then:")[0]
+    assert "int8" not in made and "--precision fp16" in made
+    assert "writes ONNX only" in text
+
+
 def test_cli_names_a_missing_checkpoint_and_fails(tmp_path, caplog):
     assert main([str(tmp_path / "nope"), "--quiet"]) == 1
     assert "nope: no such checkpoint directory" in caplog.text
@@ -204,3 +237,46 @@ def test_weights_hash_changes_with_any_weight(tiny_model):
     with torch.no_grad():
         other.decoder.film.film_add.bias[0] += 1e-3
     assert weights_sha256(other) != weights_sha256(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def dynamo_text(tmp_path_factory, tiny_model):
+    """The text tower through the default (dynamo) exporter, which keeps the token axis dynamic."""
+    out = tmp_path_factory.mktemp("dynamo") / "exp"
+    export_onnx(tiny_model, out, text_encoder=True)
+    return out
+
+
+def test_the_text_tower_is_exported_with_a_dynamic_token_axis(dynamo_text):
+    graph = onnx.load(str(dynamo_text / "text_encoder.onnx")).graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert [bool(d.dim_param) for d in dims] == [True, True, True]
+    assert read_export(dynamo_text).text.trim_tokens
+
+
+def test_the_legacy_exporter_keeps_the_full_context_and_says_so(exported):
+    dims = onnx.load(str(exported / "text_encoder.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[2].dim_value == 77 and not read_export(exported).text.trim_tokens
+
+
+def test_onnx_text_embeddings_of_trimmed_tokens_equal_the_full_length_ones(dynamo_text, tiny_model, monkeypatch):
+    words = ["cat", "traffic light", "a rather long name of a category with many words"]
+    calls = []
+    trimmed = OnnxTextEmbedder(dynamo_text)
+    run = trimmed._session.run
+    monkeypatch.setattr(trimmed._session, "run", lambda names, feeds: calls.append(feeds["tokens"].shape) or run(names, feeds))
+    embeddings = trimmed.embed(words, "tcl")
+    full = OnnxTextEmbedder(dynamo_text, trim_tokens=False).embed(words, "tcl")
+    assert calls and all(shape[-1] < 77 for shape in calls)  # the tower ran on fewer positions than the context
+    np.testing.assert_allclose(embeddings, full, atol=1e-5)
+    np.testing.assert_allclose(embeddings, tiny_model.text_encoder.embed_prompts(words, "tcl").numpy(), atol=1e-5)
+
+
+def test_torch_text_tower_on_trimmed_tokens_equals_the_full_length_one(tiny_model):
+    encoder = tiny_model.text_encoder
+    tokens = encoder.tokenizer(["a photo of a cat.", "a photo of many traffic lights."])
+    length = int(torch.nonzero(tokens.any(dim=0)).max()) + 1
+    with torch.no_grad():
+        full, trimmed = encoder(tokens), encoder(tokens[:, :length])
+    assert length < tokens.shape[1]
+    torch.testing.assert_close(trimmed, full, atol=1e-5, rtol=0)

@@ -30,6 +30,7 @@ def report(latency, work):
     args = [
         "--preset", "tiny", "--sizes", "64", "--classes", "1,20", "--repeats", "1", "--warmup", "0", "--threads", "2",
         "--backends", "torch,onnxruntime", "--exporter", "legacy", "--no-memory", "--work-dir", str(work), "--out", str(work / "results"),
+        "--e2e-classes", "1,20",
     ]
     assert latency.main(args) == 0
     return json.loads((work / "results.json").read_text()), (work / "results.md").read_text()
@@ -58,8 +59,25 @@ def test_vocabulary_change_is_timed_cold_and_warm(report):
 
 def test_markdown_names_each_target(report):
     text = report[1]
-    for phrase in ("target <= 1.25", "target <= 1.5", "target >= 1.5", "cold", "End-to-end", "onnxruntime vs torch"):
+    for phrase in ("target <= 1.25", "target <= 1.5", "target >= 1.5", "cold", "End-to-end per frame", "onnxruntime vs torch"):
         assert phrase in text
+
+
+def test_end_to_end_rows_hold_the_network_alone_the_share_and_the_bytes_from_the_device(report):
+    e2e = report[0]["end_to_end"]
+    assert set(e2e) == {"torch 64x64 K=1", "torch 64x64 K=20", "onnxruntime 64x64 K=1", "onnxruntime 64x64 K=20"}
+    row = e2e["onnxruntime 64x64 K=20"]
+    assert row["total"] > 0 and row["network_alone"] > 0
+    assert row["pre_post_share"] == pytest.approx(1 - row["network_alone"] / row["total"], abs=1e-3)
+    assert (row["device_bytes_now"], row["device_bytes_before"]) == (480 * 640 * 8, 20 * 64 * 64 * 4)
+    assert set(row) >= {"preprocess", "infer", "postprocess"}
+
+
+def test_the_benchmark_runs_the_products_torch_backend(latency, tiny_model):
+    args = latency.parse_args(["--preset", "tiny", "--sizes", "64", "--backends", "torch"])
+    backend = latency.make_backend("torch", tiny_model, (64, 64), args)
+    assert type(backend).__module__ == "synseg_core.runtime.torch_backend" and backend.cuda_graphs is False
+    assert not hasattr(latency, "CudaGraphBackend")
 
 
 def test_memory_probe_reports_working_memory_per_vocabulary_size(latency, work, report, tiny_model):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from synseg_core.baselines.maskclip import MaskCLIPBackend, maskclip_segmenter
+from synseg_core.baselines.maskclip import MaskCLIP, maskclip_segmenter
 from synseg_core.evaluate import main as evaluate_main
 
 
@@ -14,7 +14,7 @@ def test_dense_features_equal_last_block_attention_restricted_to_each_token_itse
     """MaskCLIP's value path is exactly attention in which every token attends only to itself."""
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
-    backend = MaskCLIPBackend(tiny_model)
+    backend = MaskCLIP(tiny_model)
     visual = tiny_model.image_encoder.visual
     last = visual.transformer.resblocks[-1]
     tokens = backend.trunk(images).activations[0][:, 1:]
@@ -29,11 +29,12 @@ def test_dense_features_equal_last_block_attention_restricted_to_each_token_itse
 
 
 def test_a_text_embedding_equal_to_a_patch_feature_wins_that_patch(tiny_model):
-    backend = MaskCLIPBackend(tiny_model)
+    segmenter = maskclip_segmenter(tiny_model)
     pixels = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    features = backend.dense_features(torch.from_numpy(pixels))[0]  # [T, 4, 4]
+    with torch.no_grad():
+        features = segmenter.backend.model.dense_features(torch.from_numpy(pixels))[0]  # [T, 4, 4]
     text = torch.stack([features[:, 0, 0], features[:, 3, 3]]).numpy()
-    logits = backend.infer(pixels, text)
+    logits = segmenter.backend.infer(pixels, text)  # the patch grid upsampled to the input by the torch backend
     assert logits.shape == (1, 2, 64, 64)
     assert logits[0, :, 8, 8].argmax() == 0  # centre of patch (0, 0)
     assert logits[0, :, 56, 56].argmax() == 1  # centre of patch (3, 3)
@@ -43,7 +44,7 @@ def test_a_text_embedding_equal_to_a_patch_feature_wins_that_patch(tiny_model):
 def test_maskclip_segments_through_the_shared_segmenter(tiny_model):
     segmenter = maskclip_segmenter(tiny_model)
     result = segmenter.segment(np.zeros((48, 80, 3), np.uint8), ["cat", "dog", "sky"], threshold=0.0)
-    assert segmenter.backend_name == "maskclip"
+    assert segmenter.backend_name == "torch" and type(segmenter.backend.model).__name__ == "MaskCLIP"
     assert result.labels.shape == (48, 80) and set(np.unique(result.labels)) <= {0, 1, 2}
 
 
@@ -58,5 +59,5 @@ def test_evaluate_cli_scores_maskclip_on_a_checkpoints_frozen_clip(tiny_checkpoi
                           "--protocol", "synthetic", "--out", str(tmp_path / "out"), "--quiet"])
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert code == 0
-    assert (results["method"], results["backend"], results["num_images"]) == ("maskclip", "maskclip", 1)
+    assert (results["method"], results["backend"], results["num_images"]) == ("maskclip", "torch", 1)
     assert np.array(results["confusion"]).sum() == 32 * 48

@@ -1,26 +1,35 @@
-"""ONNX Runtime backend: parity with PyTorch, export on first use, variants, and clear errors for bad input."""
+"""ONNX Runtime backend: parity with PyTorch and the reference post-processing, export on first use into the
+user cache, variants, and clear errors for bad input."""
 from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 import torch
+from postprocess_reference import reference_postprocess
 
 from synseg_core import Segmenter, create_model, save_model
-from synseg_core.export import convert_export, export_onnx, weights_sha256
-from synseg_core.runtime.onnx_backend import ExportError, OnnxBackend, check_logits, read_export
-from synseg_core.runtime.processing import labels_from_maps, sigmoid
+from synseg_core.export import convert_export, export_onnx, postprocess_graph, weights_sha256
+from synseg_core.runtime.backend import check_logits
+from synseg_core.runtime.export_format import ExportError, read_export
+from synseg_core.runtime.factory import checkpoint_sha256, default_export_dir
+from synseg_core.runtime.onnx_backend import OnnxBackend
+
+
+@pytest.fixture(autouse=True)
+def _user_cache(tmp_path, monkeypatch):
+    """Exports made on first use go to the user cache: a fresh one per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="module")
-def square(tmp_path_factory, tiny_model):
-    """64x64, the fast legacy exporter."""
+def square(tmp_path_factory, tiny_model, tiny_checkpoint):
+    """64x64, the fast legacy exporter, from ``tiny_checkpoint``."""
     out = tmp_path_factory.mktemp("onnx") / "square"
-    export_onnx(tiny_model, out, exporter="legacy")
+    export_onnx(tiny_model, out, exporter="legacy", source_checkpoint=tiny_checkpoint)
     return out
 
 
@@ -40,7 +49,63 @@ def _inputs(model, size, classes, seed=0):
 
 
 def _labels(logits):
-    return np.stack([labels_from_maps(sigmoid(image), 0.5)[0] for image in logits])
+    return np.stack([reference_postprocess(image, image.shape[1:])[0] for image in logits])
+
+
+def _smooth_logits(classes, size, seed=0):
+    generator = np.random.default_rng(seed)
+    coarse = torch.from_numpy(generator.normal(0, 3, (1, classes, size[0] // 8, size[1] // 8)).astype(np.float32))
+    smooth = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False).numpy()
+    return smooth + generator.normal(0, 0.1, smooth.shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def postprocess_session():
+    return onnxruntime.InferenceSession(postprocess_graph(18).SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("classes", [1, 20, 100])
+@pytest.mark.parametrize("size", [(480, 640), (37, 53)])
+def test_the_postprocessing_graph_matches_the_host_reference(postprocess_session, classes, size):
+    logits = _smooth_logits(classes, (64, 64))
+    labels, confidence, maps = postprocess_session.run(None, {"logits": logits, "size": np.asarray(size, np.int64)})
+    ref_labels, ref_confidence, ref_maps = reference_postprocess(logits[0], size)
+    assert labels.dtype == np.int32 and labels.shape == (1, *size) and maps.shape == (1, classes, *size)
+    assert (labels[0] == ref_labels).mean() >= 0.999
+    assert np.abs(confidence[0] - ref_confidence).max() <= 1e-4
+    assert np.abs(maps[0] - ref_maps).max() <= 1e-4
+
+
+def test_the_postprocessing_graph_of_opset_17_gives_the_same_result(postprocess_session):
+    logits, size = _smooth_logits(5, (64, 64)), np.asarray((30, 41), np.int64)
+    opset17 = onnxruntime.InferenceSession(postprocess_graph(17).SerializeToString(), providers=["CPUExecutionProvider"])
+    for new, old in zip(opset17.run(None, {"logits": logits, "size": size}), postprocess_session.run(None, {"logits": logits, "size": size}), strict=True):
+        np.testing.assert_array_equal(new, old)
+
+
+@pytest.mark.parametrize("classes", [1, 20, 300])
+def test_predict_matches_the_reference_on_its_own_logits(square, tiny_model, classes):
+    backend = OnnxBackend(square)
+    pixels, text = _inputs(tiny_model, (64, 64), classes)
+    prediction = backend.predict(pixels, text, (37, 101), class_maps=True)
+    assert prediction.labels.shape == (2, 37, 101) and prediction.class_maps.shape == (2, classes, 37, 101)
+    for image, logits in enumerate(backend.infer(pixels, text)):
+        labels, confidence, maps = reference_postprocess(logits, (37, 101))
+        assert (prediction.labels[image] == labels).mean() >= 0.999
+        assert np.abs(prediction.confidence[image] - confidence).max() <= 1e-4
+        assert np.abs(prediction.class_maps[image] - maps).max() <= 1e-4
+
+
+def test_predict_leaves_out_the_class_maps_unless_asked(square, tiny_model):
+    pixels, text = _inputs(tiny_model, (64, 64), 4)
+    assert OnnxBackend(square).predict(pixels, text, (48, 64)).class_maps is None
+
+
+def test_predict_across_vocabulary_chunks_equals_one_pass(square, tiny_model):
+    pixels, text = _inputs(tiny_model, (64, 64), 20)
+    chunked, whole = OnnxBackend(square, max_classes=6).predict(pixels, text, (50, 70)), OnnxBackend(square).predict(pixels, text, (50, 70))
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+    np.testing.assert_allclose(chunked.confidence, whole.confidence, atol=1e-6)
 
 
 @pytest.mark.parametrize("export", ["square", "wide"])
@@ -88,7 +153,7 @@ def test_segmenter_exports_on_first_use_then_reuses_the_export(tmp_path, tiny_mo
     with caplog.at_level(logging.INFO):
         first = Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy")
     assert "exporting it now" in caplog.text
-    assert read_export(checkpoint / "onnx" / "64x64_fp32").precision == "fp32"
+    assert read_export(default_export_dir(checkpoint_sha256(checkpoint), (64, 64), "fp32")).precision == "fp32"
     caplog.clear()
     with caplog.at_level(logging.INFO):
         again = Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy")
@@ -102,26 +167,54 @@ def test_segmenter_exports_on_first_use_then_reuses_the_export(tmp_path, tiny_mo
 def test_an_export_of_older_weights_is_redone(tmp_path, square, caplog):
     retrained = create_model("tiny", seed=1)
     checkpoint = save_model(retrained, tmp_path / "ckpt")
-    shutil.copytree(square, checkpoint / "onnx" / "64x64_fp32")  # exported before the checkpoint changed
+    cached = default_export_dir(checkpoint_sha256(checkpoint), (64, 64), "fp32")
+    shutil.copytree(square, cached)  # an export of other weights where this checkpoint's belongs
     with caplog.at_level(logging.INFO):
         Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy")
-    assert "exported from other weights" in caplog.text
-    assert read_export(checkpoint / "onnx" / "64x64_fp32").weights_sha256 == weights_sha256(retrained)
+    assert "not exported from this checkpoint" in caplog.text
+    assert read_export(cached).weights_sha256 == weights_sha256(retrained)
 
 
-def test_a_read_only_checkpoint_exports_into_the_user_cache(tmp_path, tiny_model, monkeypatch):
+def test_the_export_goes_into_the_user_cache_and_never_into_the_checkpoint(tmp_path, tiny_model):
     checkpoint = save_model(tiny_model, tmp_path / "ckpt")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr("synseg_core.runtime.onnx_backend.os.access", lambda path, mode: Path(path) != checkpoint)
+    before = sorted(p.name for p in checkpoint.iterdir())
     backend = Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy").backend
-    assert backend.directory == tmp_path / "cache" / "synseg" / "onnx" / weights_sha256(tiny_model)[:16] / "64x64_fp32"
-    assert not (checkpoint / "onnx").exists()
+    assert backend.directory == tmp_path / "cache" / "synseg" / "onnx" / checkpoint_sha256(checkpoint)[:16] / "64x64_fp32"
+    assert sorted(p.name for p in checkpoint.iterdir()) == before
+
+
+def test_a_usable_export_with_the_text_tower_never_builds_the_torch_model(tmp_path, tiny_model, monkeypatch):
+    checkpoint = save_model(tiny_model, tmp_path / "ckpt")
+    Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", exporter="legacy")  # first use: exports
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the torch model was built")
+
+    monkeypatch.setattr("synseg_core.checkpoint.load_model", no_model)
+    segmenter = Segmenter.from_checkpoint(checkpoint, backend="onnxruntime")
+    assert type(segmenter.embed_text).__name__ == "OnnxTextEmbedder"
+    assert segmenter.segment(np.zeros((40, 56, 3), np.uint8), ["door", "chair"]).labels.shape == (40, 56)
+
+
+def test_exporting_without_torch_says_what_to_install(tmp_path, tiny_model, monkeypatch):
+    checkpoint = save_model(tiny_model, tmp_path / "ckpt")
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(ImportError, match=r"needs PyTorch: pip install torch 'synseg\[onnx\]'"):
+        Segmenter.from_checkpoint(checkpoint, backend="onnxruntime")
 
 
 def test_an_explicit_export_of_other_weights_is_refused(tmp_path, square):
     checkpoint = save_model(create_model("tiny", seed=1), tmp_path / "ckpt")
-    with pytest.raises(ExportError, match="exported from other weights"):
+    with pytest.raises(ExportError, match="not exported from this checkpoint"):
         Segmenter.from_checkpoint(checkpoint, backend="onnxruntime", onnx_dir=square)
+
+
+def test_an_explicit_export_made_from_a_model_is_checked_against_the_weights(tmp_path, tiny_model):
+    export_onnx(tiny_model, tmp_path / "from-model", exporter="legacy", check=False)  # no source checkpoint recorded
+    with pytest.raises(ExportError, match="exported from other weights"):
+        Segmenter.from_checkpoint(save_model(create_model("tiny", seed=1), tmp_path / "other"), backend="onnxruntime", onnx_dir=tmp_path / "from-model")
+    same = Segmenter.from_checkpoint(save_model(tiny_model, tmp_path / "same"), backend="onnxruntime", onnx_dir=tmp_path / "from-model")
+    assert same.backend.directory == tmp_path / "from-model"
 
 
 def test_the_ros_engine_path_may_name_a_file_in_the_export_folder(tiny_checkpoint, square):

@@ -1,15 +1,15 @@
-"""Segmenter + the shared pre/post-processing: what every backend's output means."""
+"""Segmenter + the shared pre-processing and threshold: what every backend's output means."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from postprocess_reference import ReferenceBackend, reference_postprocess
 
 from synseg_core import UNLABELED, Segmenter
-from synseg_core.runtime.backend import Backend
-from synseg_core.runtime.processing import labels_from_maps, postprocess, preprocess
+from synseg_core.runtime.processing import apply_threshold, preprocess
 
 
-class FixedLogits(Backend):
+class FixedLogits(ReferenceBackend):
     """A backend whose logits the test chooses: [K, h, w] repeated over the batch."""
 
     name = "fixed"
@@ -27,26 +27,43 @@ def embed(words, template_set):
     return np.ones((len(words), 4), np.float32)
 
 
-def test_labels_are_the_argmax_and_unlabeled_below_threshold():
-    maps = np.array([[[0.9, 0.2], [0.3, 0.1]], [[0.1, 0.6], [0.4, 0.2]]], np.float32)
-    labels, confidence = labels_from_maps(maps, threshold=0.35)
-    assert labels.tolist() == [[0, 1], [1, UNLABELED]]
-    np.testing.assert_allclose(confidence, [[0.9, 0.6], [0.4, 0.2]])
+def test_pixels_below_the_threshold_are_unlabeled():
+    labels = np.array([[0, 1], [1, 0]], np.int32)
+    confidence = np.array([[0.9, 0.6], [0.4, 0.2]], np.float32)
+    assert apply_threshold(labels, confidence, threshold=0.35).tolist() == [[0, 1], [1, UNLABELED]]
+    assert labels.tolist() == [[0, 1], [1, 0]]  # the argmax labels are not modified in place
 
 
-def test_postprocess_upsamples_to_the_image_size_and_applies_sigmoid():
+def test_the_reference_upsamples_to_the_image_size_and_applies_sigmoid():
     logits = np.zeros((2, 4, 4), np.float32)
     logits[1] = 2.0
-    result = postprocess(logits, (30, 50), ["door", "chair"], threshold=0.5)
-    assert result.labels.shape == (30, 50) and result.class_maps.shape == (2, 30, 50)
-    assert (result.labels == 1).all()
-    np.testing.assert_allclose(result.confidence, 1 / (1 + np.exp(-2.0)), rtol=1e-5)
-    assert result.vocabulary == ("door", "chair")
+    labels, confidence, maps = reference_postprocess(logits, (30, 50))
+    assert labels.shape == (30, 50) and maps.shape == (2, 30, 50)
+    assert (labels == 1).all()
+    np.testing.assert_allclose(confidence, 1 / (1 + np.exp(-2.0)), rtol=1e-5)
 
 
-def test_postprocess_refuses_nan_maps():
-    with pytest.raises(FloatingPointError, match="NaN"):
-        postprocess(np.full((1, 2, 2), np.nan, np.float32), (4, 4), ["x"], 0.5)
+def test_a_segmentation_carries_class_maps_only_when_asked_for(tiny_model):
+    logits = np.zeros((2, 4, 4), np.float32)
+    logits[1] = 2.0
+    seg = Segmenter(FixedLogits(logits), embed, tiny_model.config)
+    plain = seg.segment(np.zeros((30, 50, 3), np.uint8), ["door", "chair"])
+    assert plain.class_maps is None and plain.vocabulary == ("door", "chair")
+    assert (plain.labels == 1).all()
+    np.testing.assert_allclose(plain.confidence, 1 / (1 + np.exp(-2.0)), rtol=1e-5)
+    full = seg.segment(np.zeros((30, 50, 3), np.uint8), ["door", "chair"], class_maps=True)
+    assert full.class_maps.shape == (2, 30, 50)
+    np.testing.assert_allclose(full.class_maps[0], 0.5, rtol=1e-6)
+
+
+def test_nan_activation_maps_are_refused_rather_than_turned_into_a_mask(tiny_model):
+    seg = Segmenter.from_model(tiny_model)
+    hook = tiny_model.register_forward_hook(lambda module, args, logits: logits * float("nan"))
+    try:
+        with pytest.raises(FloatingPointError, match="NaN"):
+            seg.segment(np.zeros((30, 50, 3), np.uint8), ["door"])
+    finally:
+        hook.remove()
 
 
 def test_preprocess_resizes_and_normalises():

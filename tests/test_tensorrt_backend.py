@@ -14,7 +14,9 @@ import torch
 from synseg_core import Segmenter
 from synseg_core.export import export_onnx
 from synseg_core.runtime.engine_cache import EngineCache, EngineError, EngineKey, read_engine, write_engine
-from synseg_core.runtime.onnx_backend import OnnxBackend, read_export
+from synseg_core.runtime.export_format import read_export
+from synseg_core.runtime.factory import user_cache_dir
+from synseg_core.runtime.onnx_backend import OnnxBackend
 from synseg_core.runtime.tensorrt_backend import TensorRTBackend, engine_profiles, main, tensorrt_available
 
 HAS_TENSORRT = tensorrt_available()
@@ -61,13 +63,21 @@ def test_backend_says_what_to_install_when_tensorrt_is_missing(exported):
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
-def test_segmenter_fails_fast_without_tensorrt_and_exports_nothing(tmp_path, tiny_model):
+def test_segmenter_fails_fast_without_tensorrt_and_exports_nothing(tmp_path, tiny_model, monkeypatch):
     from synseg_core import save_model
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     checkpoint = save_model(tiny_model, tmp_path / "ckpt")
     with pytest.raises(ImportError, match="TensorRT"):
         Segmenter.from_checkpoint(checkpoint, backend="tensorrt", device="cuda", precision="fp16")
-    assert not (checkpoint / "onnx").exists()
+    assert not user_cache_dir().exists()
+
+
+def test_a_cpu_device_is_refused_with_a_hint():
+    from synseg_core.runtime.tensorrt_backend import check_device
+
+    with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):
+        check_device("cpu")
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
@@ -88,6 +98,8 @@ def test_profiles_cover_batch_and_vocabulary_size(exported):
     assert profiles["image_encoder"] == {"pixels": [[1, 3, 64, 64], [1, 3, 64, 64], [4, 3, 64, 64]]}
     assert profiles["decoder"]["text"] == [[1, 64], [20, 64], [256, 64]]
     assert profiles["decoder"]["act0"] == [[1, 17, 96], [1, 17, 96], [4, 17, 96]]
+    assert profiles["postprocess"]["logits"] == [[1, 1, 64, 64], [1, 20, 64, 64], [4, 256, 64, 64]]
+    assert profiles["postprocess"]["size"] == [[1, 1], [480, 640], [4096, 4096]]  # values of the shape input
     assert sorted(profiles["decoder"]) == ["act0", "act1", "act2", "text"]
 
 
@@ -202,3 +214,13 @@ def test_tensorrt_decodes_long_vocabularies_in_chunks(exported, tmp_path):
     pixels = np.zeros((1, 3, 64, 64), np.float32)
     text = np.eye(40, 64, dtype=np.float32)
     assert backend.infer(pixels, text).shape == (1, 40, 64, 64)
+
+
+@needs_tensorrt
+def test_tensorrt_postprocesses_in_the_engine_like_onnxruntime(exported, tmp_path):
+    backend = TensorRTBackend(exported, cache_dir=tmp_path)
+    pixels = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    text = np.eye(20, 64, dtype=np.float32)
+    got, expected = backend.predict(pixels, text, (37, 101)), OnnxBackend(exported).predict(pixels, text, (37, 101))
+    assert (got.labels == expected.labels).mean() >= 0.999
+    assert np.abs(got.confidence - expected.confidence).max() <= 1e-3

@@ -1,4 +1,4 @@
 """Baselines measured on the same data, backbone and evaluation code as SynSeg."""
-from synseg_core.baselines.maskclip import MaskCLIPBackend
+from synseg_core.baselines.maskclip import MaskCLIP
 
-__all__ = ["MaskCLIPBackend"]
+__all__ = ["MaskCLIP"]

@@ -165,9 +165,10 @@ class TextEncoder(_Frozen):
         return self._fingerprint
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [N, context] -> unnormalised text embeddings [N, D]."""
-        x = self.token_embedding(tokens) + self.positional_embedding
-        x = self.transformer(x, attn_mask=self.attn_mask)
+        """tokens [N, L] (L <= context; shorter when trimmed after the last end token) -> unnormalised embeddings [N, D]."""
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]
+        x = self.transformer(x, attn_mask=None if self.attn_mask is None else self.attn_mask[:length, :length])
         x = self.ln_final(x)
         x = open_clip.model.text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id)
         proj = self.text_projection

@@ -17,17 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from synseg_core.runtime.onnx_backend import (
-    EMBEDDINGS,
-    FILE_NAMES,
-    TEXT_ENCODER,
-    TOKENIZER,
-    TOKENS,
-    ExportError,
-    create_session,
-    read_export,
-    select_providers,
-)
+from synseg_core.runtime.export_format import EMBEDDINGS, FILE_NAMES, TEXT_ENCODER, TOKENIZER, TOKENS, ExportError, read_export
+from synseg_core.runtime.onnx_backend import create_session, select_providers
 
 #: prompts per text-encoder call; bounds memory for long vocabularies x 80-template sets
 PROMPTS_PER_CALL = 512
@@ -77,7 +68,12 @@ class ClipTokenizer:
 
 
 class OnnxTextEmbedder:
-    """(words, template set) -> L2-normalised prompt-ensemble embeddings [K, T] float32, via ONNX Runtime."""
+    """(words, template set) -> L2-normalised prompt-ensemble embeddings [K, T] float32, via ONNX Runtime.
+
+    Each call runs the tower only up to the longest prompt's end token when the export allows it
+    (``TextExport.trim_tokens``): CLIP prompts end after a dozen of the 77 positions, and a causal tower pooled at
+    the end token gives the same embeddings. ``trim_tokens=False`` runs every position (for comparisons).
+    """
 
     def __init__(
         self,
@@ -86,6 +82,7 @@ class OnnxTextEmbedder:
         providers: list[Any] | None = None,
         threads: int | None = None,
         max_entries: int = 100_000,
+        trim_tokens: bool = True,
     ) -> None:
         directory = Path(directory)
         meta = read_export(directory)
@@ -95,6 +92,7 @@ class OnnxTextEmbedder:
                 "or use Segmenter.from_checkpoint (PyTorch text tower)"
             )
         self.templates = meta.text.templates
+        self.trim_tokens = meta.text.trim_tokens and trim_tokens
         self.tokenizer = ClipTokenizer(directory / FILE_NAMES[TOKENIZER], meta.text.context_length)
         chosen, _, _ = select_providers(device, providers)
         self._session = create_session(directory / FILE_NAMES[TEXT_ENCODER], chosen, threads)
@@ -112,6 +110,8 @@ class OnnxTextEmbedder:
         for start in range(0, len(words), step):
             chunk = words[start : start + step]
             tokens = self.tokenizer([p.replace("{}", w) for w in chunk for p in patterns])
+            if self.trim_tokens:  # up to the longest prompt's end token (the last non-padding column)
+                tokens = tokens[:, : int(np.flatnonzero(tokens.any(axis=0))[-1]) + 1]
             feeds = {TOKENS: tokens.reshape(len(chunk), len(patterns), -1)}
             chunks.append(self._session.run([EMBEDDINGS], feeds)[0])
         return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -1,7 +1,9 @@
-"""Pre- and post-processing shared by every backend (numpy + OpenCV, no torch).
+"""Host-side processing shared by every backend (numpy + OpenCV, no torch).
 
-The same two functions run around PyTorch, ONNX Runtime and TensorRT, so the
-backends can only differ in the network itself.
+``preprocess`` runs before every backend, so they can only differ in the network itself. Post-processing
+(upsampling, argmax, best score) runs on each backend's own device (``Backend.predict``); the host only
+applies the threshold to [H, W]. ``resize_maps`` and ``sigmoid`` serve evaluation, which averages
+per-class scores of sliding windows before the argmax.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ class Segmentation:
 
     labels: np.ndarray  # [H, W] int32: index into ``vocabulary``; UNLABELED (-1) where the best score < threshold
     confidence: np.ndarray  # [H, W] float32 in [0, 1]: the best class score S_c
-    class_maps: np.ndarray  # [K, H, W] float32 in [0, 1]: S_c = sigmoid(A_c) per word
     vocabulary: tuple[str, ...]
+    class_maps: np.ndarray | None = None  # [K, H, W] float32 in [0, 1]: S_c = sigmoid(A_c) per word, when asked for
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
@@ -80,20 +82,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (0.5 * (np.tanh(0.5 * x) + 1.0)).astype(np.float32)
 
 
-def labels_from_maps(class_maps: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """[K, H, W] scores -> (labels [H, W] int32 with UNLABELED below ``threshold``, confidence [H, W])."""
-    labels = class_maps.argmax(axis=0).astype(np.int32)
-    confidence = class_maps.max(axis=0)
+def apply_threshold(labels: np.ndarray, confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """Argmax labels [H, W] -> int32 labels with UNLABELED where the best score is below ``threshold``."""
+    labels = labels.astype(np.int32, copy=True)
     labels[confidence < threshold] = UNLABELED
-    return labels, confidence
-
-
-def postprocess(logits: np.ndarray, size: tuple[int, int], vocabulary: Sequence[str], threshold: float) -> Segmentation:
-    """Activation-map logits [K, h, w] -> a Segmentation at ``size`` = (H, W)."""
-    if logits.ndim != 3 or logits.shape[0] != len(vocabulary):
-        raise ValueError(f"expected logits [{len(vocabulary)}, h, w], got {logits.shape}")
-    if not np.isfinite(logits).all():
-        raise FloatingPointError("the backend produced NaN/inf activation maps; refusing to return a wrong mask")
-    class_maps = sigmoid(resize_maps(logits, size))
-    labels, confidence = labels_from_maps(class_maps, threshold)
-    return Segmentation(labels=labels, confidence=confidence, class_maps=class_maps, vocabulary=tuple(vocabulary))
+    return labels

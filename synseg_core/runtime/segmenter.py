@@ -1,46 +1,26 @@
-"""``Segmenter``: image(s) + vocabulary -> label ids, confidence and per-class maps, on any backend."""
+"""``Segmenter``: image(s) + vocabulary -> label ids and confidence (per-class maps on request), on any backend."""
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from synseg_core.checkpoint import load_model, resolve_checkpoint
 from synseg_core.config import SynSegConfig
-from synseg_core.model.synseg import SynSeg
 from synseg_core.runtime.backend import Backend
-from synseg_core.runtime.processing import Segmentation, check_image, postprocess, preprocess
+from synseg_core.runtime.factory import SegmenterParts, TextEmbedder, list_backends, parts_from_checkpoint, parts_from_export
+from synseg_core.runtime.processing import Segmentation, apply_threshold, check_image, preprocess
 from synseg_core.text.prompts import check_vocabulary
 
-#: backend name -> module with ``from_checkpoint(directory, model=..., **options) -> Backend`` (imported lazily)
-BACKEND_MODULES = {
-    "torch": "synseg_core.runtime.torch_backend",
-    "onnxruntime": "synseg_core.runtime.onnx_backend",
-    "tensorrt": "synseg_core.runtime.tensorrt_backend",
-}
+__all__ = ["MAX_VOCABULARY", "Segmenter", "list_backends"]
 
-TextEmbedder = Callable[[Sequence[str], str], np.ndarray]  # (words, template set) -> [K, T] float32
 MAX_VOCABULARY = 1024
 
 
-def list_backends() -> list[str]:
-    return list(BACKEND_MODULES)
-
-
-def torch_text_embedder(model: SynSeg) -> TextEmbedder:
-    """The model's frozen text tower behind the shared embedding cache."""
-
-    def embed(words: Sequence[str], template_set: str) -> np.ndarray:
-        return model.text_encoder.encode(list(words), template_set).float().cpu().numpy()
-
-    return embed
-
-
 class Segmenter:
-    """Open-vocabulary segmentation with one shared pre/post-processing path for every backend.
+    """Open-vocabulary segmentation with one pre-processing path and device-side post-processing for every backend.
 
     >>> seg = Segmenter.from_checkpoint("demo", backend="onnxruntime")
     >>> out = seg.segment(rgb_image, ["door", "chair"])
@@ -80,11 +60,21 @@ class Segmenter:
         return self.backend.precision
 
     @classmethod
-    def from_model(cls, model: SynSeg, device: str = "cpu", precision: str = "fp32", **kwargs: object) -> Segmenter:
-        from synseg_core.runtime.torch_backend import TorchBackend
+    def _from_parts(cls, parts: SegmenterParts, **kwargs: Any) -> Segmenter:
+        return cls(parts.backend, parts.embed_text, parts.config, patch_size=parts.patch_size, **kwargs)
 
-        backend = TorchBackend(model, device=device, precision=precision)
-        return cls(backend, torch_text_embedder(model), model.config, patch_size=model.patch_size, **kwargs)  # type: ignore[arg-type]
+    @classmethod
+    def from_model(
+        cls, model: Any, device: str = "cpu", precision: str = "fp32", backend_options: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Segmenter:
+        """A model (SynSeg, or any module with ``.config``, ``.patch_size`` and a text tower) on the torch backend.
+
+        ``backend_options`` go to ``TorchBackend`` (cuda_graphs, compile, ...); ``kwargs`` to ``Segmenter``.
+        """
+        from synseg_core.runtime.torch_backend import TorchBackend, torch_text_embedder  # torch only on this path
+
+        backend = TorchBackend(model, device=device, precision=precision, **(backend_options or {}))
+        return cls(backend, torch_text_embedder(model), model.config, patch_size=model.patch_size, **kwargs)
 
     @classmethod
     def from_checkpoint(
@@ -96,21 +86,32 @@ class Segmenter:
         input_size: tuple[int, int] | int | None = None,
         threshold: float | None = None,
         template_set: str | None = None,
-        **backend_options: object,
+        **backend_options: Any,
     ) -> Segmenter:
-        """Load a checkpoint directory and run it on ``backend`` (torch, onnxruntime or tensorrt)."""
-        if backend not in BACKEND_MODULES:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {list_backends()}")
-        directory = resolve_checkpoint(path)
-        model = load_model(directory)
-        module = importlib.import_module(BACKEND_MODULES[backend])
-        runner: Backend = module.from_checkpoint(
-            directory, model=model, device=device, precision=precision, input_size=input_size, **backend_options
-        )
-        return cls(
-            runner, torch_text_embedder(model), model.config, input_size=input_size, threshold=threshold,
-            template_set=template_set, patch_size=model.patch_size,
-        )
+        """Load a checkpoint directory and run it on ``backend`` (torch, onnxruntime or tensorrt).
+
+        ``backend_options``: see ``factory.parts_from_checkpoint`` (onnx_dir, export_if_missing, ...) and the
+        backend's constructor (torch: cuda_graphs, compile; onnxruntime: threads, max_classes; tensorrt: ...).
+        """
+        parts = parts_from_checkpoint(path, backend, device=device, precision=precision, input_size=input_size, **backend_options)
+        return cls._from_parts(parts, input_size=input_size, threshold=threshold, template_set=template_set)
+
+    @classmethod
+    def from_export(
+        cls,
+        directory: str | Path,
+        backend: str = "onnxruntime",
+        threshold: float | None = None,
+        template_set: str | None = None,
+        text_device: str = "cpu",
+        **backend_options: Any,
+    ) -> Segmenter:
+        """An export folder alone (made with ``--text-encoder``), no checkpoint and no torch needed.
+
+        ``backend`` is 'onnxruntime' or 'tensorrt'; ``backend_options`` go to its constructor.
+        """
+        parts = parts_from_export(directory, backend, text_device=text_device, **backend_options)
+        return cls._from_parts(parts, threshold=threshold, template_set=template_set)
 
     def encode_vocabulary(self, vocabulary: Sequence[str], template_set: str | None = None) -> np.ndarray:
         """Validated, cached text embeddings [K, T] (repeated words are never re-encoded)."""
@@ -123,8 +124,13 @@ class Segmenter:
         vocabulary: Sequence[str],
         threshold: float | None = None,
         template_set: str | None = None,
+        class_maps: bool = False,
     ) -> Segmentation:
-        """RGB uint8 [H, W, 3] + words -> Segmentation at the image's resolution."""
+        """RGB uint8 [H, W, 3] + words -> Segmentation at the image's resolution (``class_maps`` on request).
+
+        ``timings``: text, preprocess, infer (network + post-processing on the backend's device, including the
+        copy of labels and confidence to the host), postprocess (the threshold, on the host).
+        """
         start = time.perf_counter()
         words = check_vocabulary(vocabulary, MAX_VOCABULARY)
         text = self.encode_vocabulary(words, template_set)
@@ -132,10 +138,12 @@ class Segmenter:
         t_text = time.perf_counter()
         pixels = preprocess(image, self.input_size, self.config.mean, self.config.std, self.config.resize_antialias)
         t_pre = time.perf_counter()
-        logits = self.backend.infer(pixels, text)
+        prediction = self.backend.predict(pixels, text, image.shape[:2], class_maps=class_maps)
         t_infer = time.perf_counter()
-        result = postprocess(logits[0], image.shape[:2], words, self.threshold if threshold is None else threshold)
+        confidence = prediction.confidence[0]
+        labels = apply_threshold(prediction.labels[0], confidence, self.threshold if threshold is None else threshold)
+        maps = prediction.class_maps[0] if prediction.class_maps is not None else None
+        result = Segmentation(labels=labels, confidence=confidence, vocabulary=tuple(words), class_maps=maps)
         t_post = time.perf_counter()
         self.timings = {"text": t_text - start, "preprocess": t_pre - t_text, "infer": t_infer - t_pre, "postprocess": t_post - t_infer}
         return result
-

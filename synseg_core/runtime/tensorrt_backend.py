@@ -1,7 +1,9 @@
 """TensorRT backend: engines built from an export folder's ONNX graphs, cached per graph/TensorRT/GPU/shapes.
 
-Two engines, as the export has two graphs: the image encoder (one optimisation profile over the batch) and
-FiLM + decoder (a profile over the batch and over K, the vocabulary size, e.g. min 1 / opt 20 / max 256).
+Three engines, as the export has three graphs: the image encoder (one optimisation profile over the batch),
+FiLM + decoder (a profile over the batch and over K, the vocabulary size, e.g. min 1 / opt 20 / max 256), and
+the post-processing (upsampling, argmax, best score; a profile over batch, K and the output size, which is a
+shape input). Logits never leave the GPU: ``predict`` copies labels and confidence only.
 Changing the vocabulary never rebuilds anything; longer vocabularies are decoded in chunks of the profile's
 maximum. Networks are built strongly typed from the export as it is: an fp16 export gives an FP16 engine
 (TensorRT 10.12 deprecated the FP16 builder flag in favour of typed graphs), with float32 inputs/outputs.
@@ -12,7 +14,8 @@ version)::
     python -m synseg_core.runtime.tensorrt_backend deploy/synseg-448-fp16 --max-classes 256
 
 ``tensorrt`` is imported lazily: this module imports without it, and the backend explains what is missing.
-GPU memory and the CUDA stream come from PyTorch.
+GPU memory and the CUDA stream come from PyTorch, imported when a backend is built (TensorRT's Python API
+has no allocator of its own; a torch-free variant would use cuda-python's ``cuda.bindings.runtime``).
 """
 from __future__ import annotations
 
@@ -27,35 +30,46 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from synseg_core.runtime.backend import Backend
+from synseg_core.runtime.backend import (
+    Backend,
+    Prediction,
+    check_inputs,
+    check_logits,
+    check_prediction,
+    check_size,
+    predict_chunked,
+    run_chunked,
+)
 from synseg_core.runtime.engine_cache import EngineCache, EngineError, EngineKey
-from synseg_core.runtime.onnx_backend import (
+from synseg_core.runtime.export_format import (
+    CLASS_MAPS,
+    CONFIDENCE,
     DECODER,
     FILE_NAMES,
     IMAGE_ENCODER,
+    LABELS,
     LOGITS,
     PIXELS,
+    POSTPROCESS,
+    SIZE,
     TEXT,
     ExportError,
     ExportMetadata,
-    check_inputs,
-    check_logits,
-    prepare_export,
     read_export,
-    run_chunked,
 )
 
 if TYPE_CHECKING:
     import tensorrt as trt
-
-    from synseg_core.model.synseg import SynSeg
+    import torch
 
 log = logging.getLogger("synseg.runtime.tensorrt")
 
 DEFAULT_WORKSPACE_GIB = 4.0
 DEFAULT_OPT_CLASSES = 20
+#: the post-processing engine's output-size range (H and W each) and the size it is tuned for (a VGA camera)
+MAX_OUTPUT_SIDE = 4096
+OPT_OUTPUT_SIZE = (480, 640)
 HEARTBEAT_S = 30.0
 #: a profile's [min, opt, max] shapes per input name
 Profile = dict[str, list[list[int]]]
@@ -85,18 +99,28 @@ def tensorrt_available() -> bool:
     return True
 
 
+def check_device(device: str) -> None:
+    """A clear error, before any export or build, when ``device`` is not a CUDA device."""
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"the tensorrt backend runs on a CUDA device, not {device!r}; pass device='cuda' (or 'cuda:N')")
+
+
 def cuda_device(device: str) -> torch.device:
     """'cuda' or 'cuda:N' as a torch device with an index; clear errors for anything else or no GPU."""
+    import torch
+
+    check_device(device)
     chosen = torch.device(device)
-    if chosen.type != "cuda":
-        raise ValueError(f"the tensorrt backend runs on a CUDA device, not {device!r}; pass device='cuda' (or 'cuda:N')")
     if not torch.cuda.is_available():
         raise RuntimeError("the tensorrt backend needs a CUDA GPU, and PyTorch sees none")
     return chosen if chosen.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def engine_profiles(meta: ExportMetadata, max_batch: int, opt_classes: int, max_classes: int) -> dict[str, Profile]:
-    """Optimisation profiles of the two engines: graph role -> input name -> [min, opt, max] shape."""
+    """Optimisation profiles of the three engines: graph role -> input name -> [min, opt, max] shape.
+
+    SIZE of the post-processing engine is a shape input: its entry holds [min, opt, max] *values* (H, W).
+    """
     if not 1 <= opt_classes <= max_classes:
         raise ValueError(f"need 1 <= opt_classes <= max_classes, got {opt_classes} and {max_classes}")
     if max_batch < 1:
@@ -109,11 +133,17 @@ def engine_profiles(meta: ExportMetadata, max_batch: int, opt_classes: int, max_
 
     decoder: Profile = {name: batched(tokens, meta.vision_width) for name in meta.activation_names}
     decoder[TEXT] = [[1, meta.text_dim], [opt_classes, meta.text_dim], [max_classes, meta.text_dim]]
-    return {IMAGE_ENCODER: {PIXELS: batched(3, height, width)}, DECODER: decoder}
+    post: Profile = {
+        LOGITS: [[1, 1, height, width], [1, opt_classes, height, width], [max_batch, max_classes, height, width]],
+        SIZE: [[1, 1], list(OPT_OUTPUT_SIZE), [MAX_OUTPUT_SIDE, MAX_OUTPUT_SIDE]],
+    }
+    return {IMAGE_ENCODER: {PIXELS: batched(3, height, width)}, DECODER: decoder, POSTPROCESS: post}
 
 
 def gpu_identity(device: torch.device) -> str:
     """'NVIDIA H200 (sm_90)': what an engine is specific to besides the TensorRT version."""
+    import torch
+
     major, minor = torch.cuda.get_device_capability(device)
     return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
 
@@ -193,8 +223,12 @@ def build_engine(onnx_path: Path, profile: Profile, workspace_bytes: int) -> byt
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     optimization = builder.create_optimization_profile()
+    shape_inputs = {network.get_input(i).name for i in range(network.num_inputs) if network.get_input(i).is_shape_tensor}
     for name, (low, opt, high) in profile.items():
-        optimization.set_shape(name, trt.Dims(low), trt.Dims(opt), trt.Dims(high))
+        if name in shape_inputs:  # the values of a shape input (the output size), not its dimensions
+            optimization.set_shape_input(name, low, opt, high)
+        else:
+            optimization.set_shape(name, trt.Dims(low), trt.Dims(opt), trt.Dims(high))
     config.add_optimization_profile(optimization)
     monitor = _make_progress_monitor(onnx_path.name)
     config.progress_monitor = monitor  # the monitor must outlive the build: keep the reference
@@ -205,28 +239,34 @@ def build_engine(onnx_path: Path, profile: Profile, workspace_bytes: int) -> byt
     return bytes(memoryview(serialized))
 
 
-_TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool}
-
-
 class EngineRunner:
-    """One engine + execution context: binds torch CUDA tensors by name and runs on a stream."""
+    """One engine + execution context: binds torch CUDA tensors by name and runs on a stream.
+
+    Shape inputs (the post-processing engine's output size) live in host memory, as TensorRT requires.
+    """
 
     def __init__(self, engine: trt.ICudaEngine, device: torch.device) -> None:
         import tensorrt as trt
+        import torch
 
+        dtypes = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, "INT64": torch.int64, "BOOL": torch.bool}
         self.engine = engine
         self.device = device
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtypes = {n: _TORCH_DTYPES[engine.get_tensor_dtype(n).name] for n in names}
+        self.host_inputs = {n for n in self.inputs if engine.is_shape_inference_io(n)}
+        self.dtypes = {n: dtypes[engine.get_tensor_dtype(n).name] for n in names}
 
     def run(self, inputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> dict[str, torch.Tensor]:
-        """Input tensors (on ``device``) -> output tensors (on ``device``), enqueued on ``stream``."""
+        """Input tensors (on ``device``; shape inputs on the host) -> output tensors (on ``device``), on ``stream``."""
+        import torch
+
         bound = {}  # keeps converted inputs alive until the engine is enqueued (TensorRT holds raw addresses)
         for name in self.inputs:
-            tensor = inputs[name].to(self.dtypes[name]).contiguous()
+            target = "cpu" if name in self.host_inputs else self.device
+            tensor = inputs[name].to(target, self.dtypes[name]).contiguous()
             bound[name] = tensor
             if not self.context.set_input_shape(name, tuple(tensor.shape)):
                 raise ValueError(f"input {name} of shape {tuple(tensor.shape)} is outside the engine's optimisation profile")
@@ -249,6 +289,9 @@ class TensorRTBackend(Backend):
     ``opt_classes`` is the vocabulary size TensorRT tunes for. Engines live in ``cache_dir``
     (default EXPORT/engines); ``allow_build=False`` refuses to build (a missing or stale engine is an error),
     ``rebuild=True`` builds even when a matching engine is cached.
+
+    Not yet run on a machine with TensorRT (none of this project's machines has it); checked by mypy against
+    the TensorRT 10 stubs.
     """
 
     name = "tensorrt"
@@ -268,6 +311,7 @@ class TensorRTBackend(Backend):
     ) -> None:
         version = require_tensorrt()
         import tensorrt as trt
+        import torch
 
         self.device = cuda_device(device)
         self.directory = Path(directory)
@@ -287,14 +331,14 @@ class TensorRTBackend(Backend):
         self.engine_paths: dict[str, Path] = {}
         runners = {}
         with torch.cuda.device(self.device):
-            for role in (IMAGE_ENCODER, DECODER):
+            for role in (IMAGE_ENCODER, DECODER, POSTPROCESS):
                 key = EngineKey(self.meta.files[role], version, gpu, self.precision, profiles[role], workspace)
                 onnx_path = self.directory / FILE_NAMES[role]
                 engine = self._load(role, key, onnx_path, profiles[role], workspace, allow_build, rebuild)
                 runners[role] = EngineRunner(engine, self.device)
                 self.engine_paths[role] = self.cache.path(role, key)
             self._stream = torch.cuda.Stream(self.device)
-        self._image, self._decoder = runners[IMAGE_ENCODER], runners[DECODER]
+        self._image, self._decoder, self._post = runners[IMAGE_ENCODER], runners[DECODER], runners[POSTPROCESS]
 
     def _load(
         self, role: str, key: EngineKey, onnx_path: Path, profile: Profile, workspace: int, allow_build: bool, rebuild: bool
@@ -315,51 +359,61 @@ class TensorRTBackend(Backend):
 
     def encode_image(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
         """pixels [B, 3, H, W] -> activations on the GPU."""
+        import torch
+
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             images = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=True)
             return self._image.run({PIXELS: images}, self._stream)
 
-    def decode(self, activations: dict[str, torch.Tensor], text: np.ndarray) -> np.ndarray:
-        """activations of ``encode_image`` + text [K, T] -> logits [B, K, H, W]."""
+    def _decode_on_device(self, activations: dict[str, torch.Tensor], text: np.ndarray) -> torch.Tensor:
+        import torch
+
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             embeddings = torch.from_numpy(np.ascontiguousarray(text)).to(self.device, non_blocking=True)
-            logits = self._decoder.run({**activations, TEXT: embeddings}, self._stream)[LOGITS]
-            # A blocking copy on this stream: it waits for the engines queued before it.
-            return logits.float().cpu().numpy()
+            return self._decoder.run({**activations, TEXT: embeddings}, self._stream)[LOGITS]
+
+    def decode(self, activations: dict[str, torch.Tensor], text: np.ndarray) -> np.ndarray:
+        """activations of ``encode_image`` + text [K, T] -> logits [B, K, H, W] on the host."""
+        import torch
+
+        logits = self._decode_on_device(activations, text)
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            return logits.float().cpu().numpy()  # a blocking copy on this stream: it waits for the engines before it
+
+    def postprocess(self, logits: torch.Tensor, size: tuple[int, int], class_maps: bool = False) -> Prediction:
+        """logits on the GPU -> labels, confidence (and class maps) at ``size``, computed by the engine."""
+        import torch
+
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            out = self._post.run({LOGITS: logits, SIZE: torch.tensor(size, dtype=torch.int64)}, self._stream)
+            maps = out[CLASS_MAPS].cpu().numpy() if class_maps else None
+            return Prediction(out[LABELS].cpu().numpy(), out[CONFIDENCE].float().cpu().numpy(), maps)
 
     def infer(self, pixels: np.ndarray, text: np.ndarray) -> np.ndarray:
         check_inputs(pixels, text, self.meta.input_size, self.meta.text_dim)
         logits = run_chunked(pixels, text, self.max_batch, self.max_classes, self.encode_image, self.decode)
         return check_logits(logits, self.name)
 
+    def predict(self, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int], class_maps: bool = False) -> Prediction:
+        check_inputs(pixels, text, self.meta.input_size, self.meta.text_dim)
+        size = check_size(size)
+        if max(size) > MAX_OUTPUT_SIDE:
+            raise ValueError(f"output size {size} exceeds the post-processing engine's {MAX_OUTPUT_SIDE} pixels per side")
+
+        def decode(activations: dict[str, torch.Tensor], chunk: np.ndarray, maps: bool) -> Prediction:
+            return self.postprocess(self._decode_on_device(activations, chunk), size, maps)
+
+        prediction = predict_chunked(pixels, text, self.max_batch, self.max_classes, class_maps, self.encode_image, decode)
+        return check_prediction(prediction, self.name)
+
     def close(self) -> None:
-        del self._image, self._decoder
+        import torch
+
+        del self._image, self._decoder, self._post
         torch.cuda.empty_cache()
 
 
-def from_checkpoint(
-    directory: Path,
-    model: SynSeg,
-    device: str = "cuda",
-    precision: str = "fp16",
-    input_size: tuple[int, int] | int | None = None,
-    onnx_dir: str | Path | None = None,
-    engine_path: str | Path | None = None,
-    export_if_missing: bool = True,
-    exporter: str = "dynamo",
-    **options: Any,
-) -> TensorRTBackend:
-    """The factory ``Segmenter.from_checkpoint(..., backend="tensorrt")`` calls.
-
-    Finds (or on first use writes) the ONNX export like the onnxruntime backend, then builds or loads the
-    engines (cached in the export's engines/ folder). ``engine_path`` (the ROS node's parameter name) is the
-    same as ``onnx_dir`` and may name a file inside the export folder. ``options`` go to TensorRTBackend
-    (max_batch, max_classes, opt_classes, workspace_gib, cache_dir, allow_build, ...).
-    """
-    require_tensorrt()
-    cuda_device(device)  # before a possibly long export
-    target = prepare_export(Path(directory), model, input_size, precision, onnx_dir or engine_path, export_if_missing, exporter)
-    return TensorRTBackend(target, device=device, **options)
+BACKEND = TensorRTBackend
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,56 +1,231 @@
-"""PyTorch backend: the research model itself, on CPU or GPU, FP32 or FP16."""
+"""PyTorch backend: any segmentation module on CPU or GPU, FP32/FP16/BF16, optionally as replayed CUDA graphs.
+
+The module is anything with ``forward(images [B, 3, H, W], text [K, T]) -> logits [B, K, h, w]``, ``.config``
+and ``.patch_size`` (SynSeg, the MaskCLIP baseline, ...). Post-processing runs as torch ops on the module's
+device (``postprocess_logits``), so a GPU frame copies 8 bytes per pixel back to the host instead of 4 * K.
+
+The GPU fast path: ``cuda_graphs`` (default on with CUDA) captures network + post-processing once per
+(batch, input size, K, output size, class maps) and replays it, which removes the per-kernel launch cost that
+dominates a few-millisecond network; ``compile`` runs the module through ``torch.compile`` first.
+"""
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from synseg_core.model.synseg import SynSeg
-from synseg_core.runtime.backend import Backend
+from synseg_core.runtime.backend import Backend, Prediction, check_logits, check_prediction, check_size
+
+log = logging.getLogger("synseg.runtime.torch")
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: classes upsampled at once in post-processing; bounds memory (K x H x W floats) for long vocabularies
+POST_CLASSES_PER_PASS = 128
+DEFAULT_MAX_GRAPHS = 8
+WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuDNN/cuBLAS pick their kernels, caches fill)
+
+
+def torch_text_embedder(model: Any) -> Callable[[Sequence[str], str], np.ndarray]:
+    """The model's frozen text tower behind the shared embedding cache: (words, template set) -> [K, T]."""
+
+    def embed(words: Sequence[str], template_set: str) -> np.ndarray:
+        return model.text_encoder.encode(list(words), template_set).float().cpu().numpy()
+
+    return embed
+
+
+def postprocess_logits(
+    logits: torch.Tensor, size: tuple[int, int], class_maps: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """logits [B, K, h, w] -> labels [B, H, W] int32, confidence [B, H, W] float32 (, class maps [B, K, H, W]).
+
+    Bilinear upsampling (half-pixel centres, as cv2.INTER_LINEAR), argmax over K, sigmoid of the best logit
+    (= the best sigmoid score, sigmoid being monotonic). Runs in float32 on the logits' device, over K in
+    passes of ``POST_CLASSES_PER_PASS``; a later pass wins a pixel only when strictly better, so ties go to
+    the lower index as in a single argmax.
+    """
+    labels: torch.Tensor | None = None
+    confidence: torch.Tensor | None = None
+    maps = []
+    for offset in range(0, logits.shape[1], POST_CLASSES_PER_PASS):
+        chunk = logits[:, offset : offset + POST_CLASSES_PER_PASS].float()
+        if tuple(chunk.shape[-2:]) != tuple(size):
+            # channels-last: the K values of a pixel are contiguous, for the resize and for the max over K
+            chunk = F.interpolate(chunk.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", align_corners=False)
+        best, index = chunk.max(dim=1)
+        index = index.to(torch.int32) + offset
+        if class_maps:
+            maps.append(torch.sigmoid(chunk).contiguous())
+        if labels is None or confidence is None:
+            labels, confidence = index, best
+        else:
+            better = best > confidence
+            labels, confidence = torch.where(better, index, labels), torch.where(better, best, confidence)
+    assert labels is not None and confidence is not None  # K >= 1
+    return labels, torch.sigmoid(confidence), (torch.cat(maps, dim=1) if class_maps else None)
+
+
+class Runner(Protocol):
+    """A callable prepared for one key of a ``GraphCache`` (on CUDA: a captured graph)."""
+
+    def __call__(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]: ...
+
+
+class GraphCache:
+    """Runners by key, built on first use by ``capture(key, images, text)``, least recently used evicted.
+
+    Keys are (kind, batch, H, W, K, output size, class maps): a captured CUDA graph is valid for exactly
+    those shapes. ``max_entries`` bounds the GPU memory held by captured graphs.
+    """
+
+    def __init__(self, capture: Callable[[Hashable, torch.Tensor, torch.Tensor], Runner], max_entries: int = DEFAULT_MAX_GRAPHS) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_graphs must be >= 1, got {max_entries}")
+        self.capture = capture
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, Runner] = OrderedDict()
+        self.captures = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[Hashable]:
+        return list(self._entries)
+
+    def run(self, key: Hashable, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        runner = self._entries.get(key)
+        if runner is None:
+            runner = self.capture(key, images, text)
+            self.captures += 1
+            self._entries[key] = runner
+            while len(self._entries) > self.max_entries:
+                evicted, _ = self._entries.popitem(last=False)
+                log.info("dropped the CUDA graph for %s (max_graphs=%d)", evicted, self.max_entries)
+        self._entries.move_to_end(key)
+        return runner(images, text)
+
+
+class CapturedGraph:
+    """``function`` captured as a CUDA graph on static copies of its inputs; calls copy inputs in and replay."""
+
+    def __init__(self, function: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor | None, ...]], images: torch.Tensor, text: torch.Tensor) -> None:
+        self.images, self.text = images.clone(), text.clone()
+        with torch.cuda.device(images.device):  # capture on the model's GPU, not the process's current one
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_RUNS):
+                    function(self.images, self.text)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = function(self.images, self.text)
+
+    def __call__(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        self.images.copy_(images, non_blocking=True)
+        self.text.copy_(text, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
 
 
 class TorchBackend(Backend):
+    """Runs ``model`` with torch on ``device`` in ``precision`` (fp32; fp16 on CUDA; bf16).
+
+    ``cuda_graphs``: None (default) = on when ``device`` is CUDA; True on the CPU is an error. Each new
+    (batch, input size, K, output size) is captured once (a few eager runs, then capture) and replayed after;
+    ``max_graphs`` of them are kept (least recently used dropped). ``compile``: run the model through
+    ``torch.compile`` (needs a working inductor: Triton on the GPU, a C++ compiler on the CPU; the first call
+    of each shape compiles for seconds to minutes).
+    """
+
     name = "torch"
 
-    def __init__(self, model: SynSeg, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        cuda_graphs: bool | None = None,
+        compile: bool = False,
+        max_graphs: int = DEFAULT_MAX_GRAPHS,
+    ) -> None:
         if precision not in _DTYPES:
             raise ValueError(f"precision must be one of {sorted(_DTYPES)}, got {precision!r}")
         self.device = torch.device(device)
         if self.device.type == "cpu" and precision == "fp16":
             raise ValueError("fp16 needs a GPU; use precision='fp32' (or 'bf16') on the CPU")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {str(device)!r}: PyTorch sees no CUDA GPU (CPU-only torch build or no driver); use device='cpu'")
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda"
+        elif cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, not {str(device)!r}; leave it unset (off on the CPU)")
         self.precision = precision
         self.dtype = _DTYPES[precision]
+        self.cuda_graphs = bool(cuda_graphs)
+        self.compiled = bool(compile)
         self.model = model.to(self.device).eval()
+        self._forward: Callable[..., torch.Tensor] = torch.compile(self.model, dynamic=False) if compile else self.model
+        self.graphs = GraphCache(self._capture, max_graphs)
+        self._lock = threading.Lock()  # captured graphs own static buffers: one call at a time
+
+    def _logits(self, images: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.precision != "fp32"):
+            return self._forward(images, text)
+
+    def _function(self, key: Hashable) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor | None, ...]]:
+        """The computation a key stands for: ('logits', ...) or ('predict', ..., output size, class maps)."""
+        parts = cast(tuple[Any, ...], key)
+        kind, size, class_maps = parts[0], parts[-2], parts[-1]
+        if kind == "logits":
+            def logits(images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+                out = self._logits(images, text).float()
+                if tuple(out.shape[-2:]) != tuple(images.shape[-2:]):  # modules that answer on the patch grid
+                    out = F.interpolate(out, size=images.shape[-2:], mode="bilinear", align_corners=False)
+                return (out,)
+            return logits
+
+        def predict(images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+            return postprocess_logits(self._logits(images, text), size, class_maps)
+        return predict
+
+    def _capture(self, key: Hashable, images: torch.Tensor, text: torch.Tensor) -> Runner:
+        log.info("capturing a CUDA graph for %s", key)
+        return CapturedGraph(self._function(key), images, text)
+
+    def _run(self, key: tuple[Any, ...], pixels: np.ndarray, text: np.ndarray) -> tuple[torch.Tensor | None, ...]:
+        images = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=True)
+        embeddings = torch.from_numpy(np.ascontiguousarray(text)).to(self.device, non_blocking=True)
+        if self.cuda_graphs:
+            return self.graphs.run(key, images, embeddings)
+        return self._function(key)(images, embeddings)
+
+    @staticmethod
+    def _key(kind: str, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int] | None, class_maps: bool) -> tuple[Any, ...]:
+        return (kind, *pixels.shape, text.shape[0], size, class_maps)
 
     @torch.inference_mode()
     def infer(self, pixels: np.ndarray, text: np.ndarray) -> np.ndarray:
-        images = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
-        embeddings = torch.from_numpy(np.ascontiguousarray(text)).to(self.device)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.precision != "fp32"):
-            logits = self.model(images, embeddings)
-        return logits.float().cpu().numpy()
+        with self._lock:
+            (logits,) = self._run(self._key("logits", pixels, text, None, False), pixels, text)
+            assert logits is not None
+            return check_logits(logits.cpu().numpy(), self.name)
+
+    @torch.inference_mode()
+    def predict(self, pixels: np.ndarray, text: np.ndarray, size: tuple[int, int], class_maps: bool = False) -> Prediction:
+        size = check_size(size)
+        with self._lock:
+            labels, confidence, maps = self._run(self._key("predict", pixels, text, size, class_maps), pixels, text)
+            assert labels is not None and confidence is not None
+            prediction = Prediction(labels.cpu().numpy(), confidence.cpu().numpy(), maps.cpu().numpy() if maps is not None else None)
+        return check_prediction(prediction, self.name)
 
 
-def from_checkpoint(
-    directory: Path,
-    model: SynSeg,
-    device: str = "cpu",
-    precision: str = "fp32",
-    input_size: tuple[int, int] | int | None = None,
-    engine_path: str | Path | None = None,
-    onnx_dir: str | Path | None = None,
-) -> TorchBackend:
-    """The factory ``Segmenter.from_checkpoint`` calls; the model is already loaded from ``directory``.
-
-    ``input_size`` is the Segmenter's (the model runs at any size). ``engine_path`` / ``onnx_dir`` name the
-    files of the other backends: accepted empty, so that every backend takes the same options, and refused
-    when given, since this backend would not use them.
-    """
-    for name, value in (("engine_path", engine_path), ("onnx_dir", onnx_dir)):
-        if value:
-            raise ValueError(f"{name}={str(value)!r} is for the onnxruntime and tensorrt backends; the torch backend "
-                             "runs the checkpoint itself: leave it empty or choose one of those backends")
-    return TorchBackend(model, device=device, precision=precision)
+BACKEND = TorchBackend
