@@ -29,6 +29,8 @@ SAMPLES = PACKAGE_DIR / "assets" / "samples"
 
 
 def read_rgb(path: Path) -> np.ndarray:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not an image file (name the images, e.g. {path / '*.png'})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     data = np.fromfile(str(path), dtype=np.uint8)
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
     parser.add_argument("--threshold", type=float, help="score below which a pixel is unlabeled (default: the model's)")
     parser.add_argument("--templates", choices=list_template_sets(), help="prompt template set (default: the model's)")
-    parser.add_argument("--input-size", type=int, help="network input size in pixels, a multiple of 16 (default: the model's)")
+    parser.add_argument("--input-size", type=int, help="network input size in pixels, a multiple of the model's patch size "
+                        "(16 for a ViT-B/16; default: the model's image size)")
     parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
     return parser
 
