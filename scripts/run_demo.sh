@@ -3,7 +3,7 @@
 #   scripts/run_demo.sh [--vocabulary "star,ring,grass"] [more synseg_core.segment options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh
+scripts/setup_env.sh torch
 export HF_HUB_OFFLINE=1
 ARGS=("$@")
 # Default: the 19 words of the benchmark the demo model was scored on (docs/RESULTS.md).

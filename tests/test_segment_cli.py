@@ -83,3 +83,9 @@ def test_help_states_the_input_size_rule_without_a_fixed_patch_size(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "a multiple of the model's patch size" in text and "multiple of 16" not in text
+
+
+def test_export_with_checkpoint_is_refused_with_the_reason(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--export", str(tmp_path), "--checkpoint", str(tmp_path), "-v", "door"])
+    assert "--export runs the export folder alone" in capsys.readouterr().err
