@@ -47,7 +47,7 @@ from synseg_core.losses.mccl import MCCLWeights, mccl_loss, total_loss
 from synseg_core.model.encoders import ImageFeatures
 from synseg_core.model.synseg import SynSeg, create_model
 from synseg_core.text.prompts import EmbeddingCache
-from synseg_core.training.config import TrainingConfig, changed_keys, config_from_dict
+from synseg_core.training.config import CONFIG_FILE, RunDirError, TrainingConfig, changed_keys, config_from_dict
 from synseg_core.training.data import build_loader, endless
 from synseg_core.training.distributed import Distributed, init_distributed
 from synseg_core.training.state import (
@@ -61,13 +61,8 @@ from synseg_core.training.state import (
 
 log = logging.getLogger("synseg.train")
 
-CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
-
-
-class RunDirError(RuntimeError):
-    """The output directory cannot be used as asked (an existing run without --resume, ...)."""
 
 
 class TrainableHead(nn.Module):
