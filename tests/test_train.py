@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -400,3 +401,17 @@ def test_a_run_started_from_a_checkpoint_applies_the_model_overrides(tmp_path, s
     train(quick_config(scenes / "captions.jsonl", f"model.init={run / 'model'}", "model.overrides.fss_source=visual"), tmp_path / "run")
     assert load_model(run / "model").config.fss_source == "conditional"
     assert load_model(tmp_path / "run" / "model").config.fss_source == "visual"
+
+
+
+def test_training_logs_caption_categories_and_the_most_frequent_ones_at_the_start(tmp_path, scenes, caplog):
+    captions = [json.loads(line) for line in (scenes / "captions.jsonl").read_text().splitlines()]
+    with caplog.at_level(logging.INFO, logger="synseg.train"):
+        train(quick_config(scenes / "captions.jsonl", "train.steps=1", "train.ckpt_every=1"), tmp_path / "run")
+    shown = [r.getMessage() for r in caplog.records if r.getMessage().startswith("categories of ")]
+    expected = {f"categories of {c['caption']!r}: {c['categories']}": c["categories"] for c in captions}
+    assert len(shown) == 4 and set(shown) <= set(expected)  # the first batch's 4 captions, each with its categories
+    counts = Counter(word for message in shown for word in expected[message])
+    frequent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("most frequent categories in the first 4 captions")]
+    assert len(frequent) == 1 and f"(of {len(counts)} distinct)" in frequent[0]
+    assert all(f"{word} {count}" in frequent[0] for word, count in counts.items())

@@ -187,6 +187,37 @@ def build_model(config: TrainingConfig, seed: int) -> SynSeg:
     return model
 
 
+class CategoryPreview:
+    """What the category extractor made of the run's first captions, logged once by rank 0: a few
+    caption -> categories pairs from the first batch, then the most frequent categories of the first ``captions``
+    (container words such as "patch" at the top would mean a stop-list to extend: data.extra_stop_words)."""
+
+    def __init__(self, captions: int = 1000, examples: int = 5, top: int = 20) -> None:
+        self.limit, self.examples, self.top = captions, examples, top
+        self.counts: Counter = Counter()
+        self.seen = 0
+        self.done = False
+
+    def observe(self, batch: CaptionBatch) -> None:
+        if self.done:
+            return
+        if self.seen == 0:
+            for caption, categories in list(zip(batch.captions, batch.categories, strict=True))[: self.examples]:
+                log.info("categories of %r: %s", caption, categories)
+        for categories in batch.categories:
+            self.counts.update(categories)
+        self.seen += len(batch.captions)
+        if self.seen >= self.limit:
+            self.report()
+
+    def report(self) -> None:
+        if self.done or not self.seen:
+            return
+        self.done = True
+        common = ", ".join(f"{word} {count}" for word, count in self.counts.most_common(self.top))
+        log.info("most frequent categories in the first %d captions (of %d distinct): %s", self.seen, len(self.counts), common)
+
+
 class MetricsWriter:
     """Rank 0's metric records: one JSON object per line in metrics.jsonl, and TensorBoard scalars under tb/."""
 
@@ -330,6 +361,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
                     disable=not (dist.is_main and spec.progress))
     trainable = list(model.trainable_parameters())
     batches = endless(loader)
+    preview = CategoryPreview()
     window_start, window_images = time.perf_counter(), 0.0
 
     def checkpoint_now(step: int) -> None:
@@ -343,6 +375,8 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
 
     for step in range(start_step, spec.steps):
         batch = next(batches)
+        if dist.is_main:
+            preview.observe(batch)
         seed_step(spec.seed, step, dist.rank)
         lr = config.optim.lr * lr_factor(step, config)  # a pure function of the step: nothing to save, and
         for group in optimizer.param_groups:           # extending a run (--resume train.steps=N) re-plans it
@@ -390,6 +424,8 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
             checkpoint_now(done)
     progress.close()
     metrics.close()
+    if dist.is_main:
+        preview.report()  # a run shorter than the preview
 
     final = run_dir / MODEL_DIR
     data_stats = dist.gather_objects(loader.stats)
