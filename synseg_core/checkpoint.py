@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError, safe_open
 
@@ -92,6 +92,24 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
             return dict(handle.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({exc})") from exc
+
+
+def read_clip_config(path: str | Path) -> dict[str, Any] | None:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) that a CLIP weights file carries in its
+    safetensors metadata under "config" (benchmarks/stage1_clip.py writes it), or None for a file without one."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    text = read_safetensors_metadata(path).get("config")
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its metadata 'config' is not JSON ({exc})") from exc
+    if not isinstance(config, dict) or not {"vision_cfg", "text_cfg"} <= set(config):
+        raise CheckpointError(f"{path}: its metadata 'config' is not an open_clip model config (needs vision_cfg and text_cfg)")
+    return config
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str, strict: bool = True) -> None:

@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from synseg_core.checkpoint import _atomic_write, load_model, save_model
+from synseg_core.checkpoint import _atomic_write, load_model, read_clip_config, save_model
 from synseg_core.data.captions import CaptionBatch, CaptionStats
 from synseg_core.losses.infonce import single_infonce_loss
 from synseg_core.losses.mccl import MCCLWeights, mccl_loss, total_loss
@@ -174,7 +174,12 @@ def build_model(config: TrainingConfig, seed: int) -> SynSeg:
     if spec.init:
         log.info("starting from the SynSeg checkpoint %s%s", spec.init, f" with {spec.overrides}" if spec.overrides else "")
         return load_model(spec.init, **spec.overrides)
-    model = create_model(spec.preset, seed=seed, **spec.overrides)
+    overrides = dict(spec.overrides)
+    described = read_clip_config(spec.clip_weights) if spec.clip_weights and "clip_config" not in overrides else None
+    if described is not None:  # a CLIP of one's own (benchmarks/stage1_clip.py) says what shape it has
+        overrides["clip_config"] = described
+        log.info("%s describes its CLIP in its metadata: building the towers from it (model.overrides.clip_config)", spec.clip_weights)
+    model = create_model(spec.preset, seed=seed, **overrides)
     if spec.clip_weights or spec.clipseg_weights:
         from synseg_core.weights import import_clipseg_weights, load_clip_weights
 
