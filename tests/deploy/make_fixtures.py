@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synseg_core.export import export_checkpoint
+from synseg_core.export import main as export_main
 from synseg_core.runtime.segmenter import Segmenter
 from synseg_core.segment import DEMO_MODEL, SAMPLES, read_rgb
 
@@ -28,7 +28,8 @@ VOCABULARY = ["circle", "star", "ring", "square", "triangle", "cross", "heart", 
 def main(out: Path) -> None:
     checkpoint = out / "checkpoint"
     shutil.copytree(DEMO_MODEL, checkpoint, ignore=shutil.ignore_patterns("onnx"))
-    export_checkpoint(checkpoint, out / "export", text_encoder=True)
+    if export_main([str(checkpoint), "--text-encoder", "--out", str(out / "export"), "--quiet"]) != 0:
+        raise SystemExit("the ONNX export of the demo model failed")
     segmenter = Segmenter.from_checkpoint(checkpoint, backend="torch")
     expected = out / "expected"
     expected.mkdir()
