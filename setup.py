@@ -1,12 +1,24 @@
 """pip install -e .[dev]  — the library (synseg_core) and the ROS layer (synseg_ros) as Python packages.
 
+What to install for what (PyTorch is only needed to train, export and run the torch backend):
+
+    pip install -e .[deploy]        a robot: ONNX Runtime over an ONNX export (text tower included), no PyTorch
+    pip install -e .[deploy,ros]    ... and the ROS 2 node (rclpy from PyPI)
+    pip install -e .[torch]         the torch backend, the bundled demo (scripts/run_demo.sh)
+    pip install -e .[train] / [onnx] training / ONNX export (both include [torch])
+    pip install -e .[dev]           everything the tests need
+
 A colcon/ament build of the ROS package uses CMakeLists.txt + package.xml instead.
 """
 from setuptools import find_packages, setup
 
+TORCH = ["torch>=2.4", "torchvision", "open_clip_torch>=2.32"]
 EXTRAS = {
-    "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
-    "train": ["tensorboard>=2.14", "matplotlib>=3.7"],
+    "torch": TORCH,
+    "deploy": ["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.18", "tokenizers>=0.15", "pillow>=9", "pyyaml>=6",
+               "safetensors>=0.4", "tqdm>=4.60"],
+    "onnx": [*TORCH, "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
+    "train": [*TORCH, "tensorboard>=2.14", "matplotlib>=3.7"],
     "ros": [
         "rosbags>=0.10",
         "ros-jazzy-rclpy[fastrtps]",
@@ -17,7 +29,8 @@ EXTRAS = {
     "tensorrt-typing": ["mypy>=1.10"],
 }
 EXTRAS["dev"] = sorted(
-    {*EXTRAS["onnx"], *EXTRAS["train"], *EXTRAS["ros"], "pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "mypy>=1.10", "transformers>=4.40"}
+    {*EXTRAS["deploy"], *EXTRAS["onnx"], *EXTRAS["train"], *EXTRAS["ros"], "pytest>=8", "pytest-timeout>=2", "ruff>=0.5", "mypy>=1.10",
+     "transformers>=4.40"}
 )
 
 setup(
@@ -36,10 +49,8 @@ setup(
         "synseg_core": ["configs/*.yaml", "assets/samples/*.png", "assets/demo_model/*"],
         "synseg_ros.interfaces": ["*.msg"],
     },
+    # What every part needs; torch and the inference runtimes come with the extras above.
     install_requires=[
-        "torch>=2.4",
-        "torchvision",
-        "open_clip_torch>=2.32",
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "pillow>=9",

@@ -12,7 +12,7 @@ for ((i = 0; i < ${#ARGS[@]}; i++)); do
         exit 2
     fi
 done
-scripts/setup_env.sh
+scripts/setup_env.sh torch
 export HF_HUB_OFFLINE=1
 # Default: the 19 words of the benchmark the demo model was scored on (docs/RESULTS.md).
 if [[ " $* " != *" --vocabulary "* && " $* " != *" -v "* ]]; then

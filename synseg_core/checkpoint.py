@@ -9,13 +9,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
 
 from synseg_core.config import SynSegConfig
-from synseg_core.model.synseg import SynSeg
+
+if TYPE_CHECKING:
+    import torch
+
+    from synseg_core.model.synseg import SynSeg
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -39,6 +42,8 @@ def _atomic_write(path: Path, write) -> None:  # type: ignore[no-untyped-def]
 
 def save_model(model: SynSeg, directory: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write ``directory/config.json`` and ``directory/model.safetensors`` atomically; returns the directory."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
@@ -70,12 +75,41 @@ def load_config(path: str | Path) -> SynSegConfig:
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({exc})") from exc
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors file's header (no tensor is read, torch is not needed)."""
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated safetensors file ({exc})") from exc
+
+
+def read_clip_config(path: str | Path) -> dict[str, Any] | None:
+    """The open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``) that a CLIP weights file carries in its
+    safetensors metadata under "config" (benchmarks/stage1_clip.py writes it), or None for a file without one."""
+    path = Path(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    text = read_safetensors_metadata(path).get("config")
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its metadata 'config' is not JSON ({exc})") from exc
+    if not isinstance(config, dict) or not {"vision_cfg", "text_cfg"} <= set(config):
+        raise CheckpointError(f"{path}: its metadata 'config' is not an open_clip model config (needs vision_cfg and text_cfg)")
+    return config
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path | str, strict: bool = True) -> None:
@@ -114,6 +148,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", **overrides
     ``overrides`` replace config fields before the model is built (e.g. ``fss_source="visual"`` to fine-tune
     a checkpoint with another FSS source); one that changes the architecture fails on the weights' shapes.
     """
+    from synseg_core.model.synseg import SynSeg
+
     directory = resolve_checkpoint(path)
     config = load_config(directory)
     try:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ class SynSegConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         self.extract_layers = tuple(int(i) for i in self.extract_layers)
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
@@ -94,6 +98,48 @@ class SynSegConfig:
     @classmethod
     def load(cls, path: str | Path) -> SynSegConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def fits_type(value: Any, hint: Any) -> bool:
+    """Whether a (JSON-decoded) value fits a type annotation; JSON lists stand for tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(fits_type(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return all(fits_type(v, args[0]) for v in value) if args else True
+        return len(value) == len(args) and all(fits_type(v, a) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        return isinstance(value, dict) and all(fits_type(k, args[0]) and fits_type(v, args[1]) for k, v in value.items())
+    return isinstance(value, origin or hint)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_field_types(instance: Any) -> None:
+    """Raise ValueError naming the field, its type and the value for every dataclass field of the wrong type."""
+    hints = _field_types(type(instance))
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if not fits_type(value, hints[f.name]):
+            raise ValueError(f"config field {f.name!r} must be {f.type}, got {value!r} ({type(value).__name__})")
 
 
 # A ViT small enough for unit tests and the CPU benchmark: 64-px input, 4x4 patch grid.

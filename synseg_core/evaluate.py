@@ -18,21 +18,18 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from synseg_core.checkpoint import CheckpointError
 from synseg_core.data.benchmarks import get_dataset, list_datasets
 from synseg_core.data.segmentation import DatasetError
-from synseg_core.evaluation.distributed import Shard, finish, init_from_environment
-from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner
 from synseg_core.evaluation.protocols import Protocol, get_protocol, list_protocols
-from synseg_core.evaluation.report import write_report
-from synseg_core.evaluation.runner import evaluate_dataset
 from synseg_core.runtime.factory import torch_options
 from synseg_core.runtime.segmenter import Segmenter, list_backends
 from synseg_core.text.prompts import list_template_sets
+
+if TYPE_CHECKING:
+    from synseg_core.evaluation.distributed import Shard
 
 log = logging.getLogger("synseg.evaluate")
 METHODS = ("synseg", "maskclip", "naclip", "clearclip")
@@ -132,6 +129,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f"--method {args.method} needs --checkpoint (its CLIP towers are used) or --clip-weights")
     if args.method in TRAINING_FREE and args.backend != "torch":
         parser.error(f"the {args.method} baseline runs on the torch backend only")
+    import torch  # evaluation runs the model in torch (sliding windows, PAMR, torchrun)
+
     try:
         torch.device(args.device)
     except RuntimeError as exc:
@@ -139,6 +138,10 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace, shard: Shard) -> dict[str, Any] | None:
+    from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner
+    from synseg_core.evaluation.report import write_report
+    from synseg_core.evaluation.runner import evaluate_dataset
+
     protocol = build_protocol(args)
     dataset = get_dataset(args.dataset, args.data_root, split=args.split)
     device = str(shard.device)
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace, shard: Shard) -> dict[str, Any] | None:
     inference = SlidingWindow(segmenter, protocol, refine=refine, batch_size=args.batch_size)
     if shard.is_main:
         log.info("%s: %s", args.dataset, dataset)
-        log.info("%s", protocol.describe())
+        log.info("%s", protocol.describe(dataset.background_index is not None))
     start = time.perf_counter()
     evaluation = evaluate_dataset(inference, dataset, shard, max_images=args.max_images, keep_examples=args.overlays,
                                   progress=not args.quiet and shard.is_main)
@@ -163,7 +166,7 @@ def run(args: argparse.Namespace, shard: Shard) -> dict[str, Any] | None:
         "split": args.split,
         "max_images": args.max_images,
         "protocol": protocol.to_dict(),
-        "protocol_description": protocol.describe(),
+        "protocol_description": protocol.describe(dataset.background_index is not None),
         "world_size": shard.world_size,
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -175,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    from synseg_core.evaluation.distributed import finish, init_from_environment
+
     shard = init_from_environment(args.device)
     try:
         results = run(args, shard)

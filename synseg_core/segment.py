@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from synseg_core import INSTALL_TORCH
 from synseg_core.checkpoint import CheckpointError
 from synseg_core.runtime.factory import torch_options
 from synseg_core.runtime.segmenter import Segmenter, list_backends
@@ -30,6 +31,8 @@ SAMPLES = PACKAGE_DIR / "assets" / "samples"
 
 
 def read_rgb(path: Path) -> np.ndarray:
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not an image file (name the images, e.g. {path / '*.png'})")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     data = np.fromfile(str(path), dtype=np.uint8)
@@ -53,6 +56,10 @@ def parse_vocabulary(text: str) -> list[str]:
 
 def build_segmenter(args: argparse.Namespace) -> Segmenter:
     options = torch_options(args.backend, args.cuda_graphs, args.compile)
+    if args.export is not None:
+        return Segmenter.from_export(args.export, backend=args.backend or "onnxruntime", threshold=args.threshold,
+                                     template_set=args.templates, device=args.device)
+    args.backend = args.backend or "torch"
     if args.checkpoint is not None:
         return Segmenter.from_checkpoint(
             args.checkpoint, backend=args.backend, device=args.device, precision=args.precision, input_size=args.input_size,
@@ -102,21 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="*", type=Path, help="image files (PNG/JPEG/...); default: the bundled samples")
     parser.add_argument("--vocabulary", "-v", required=True, help="comma-separated words, e.g. 'door,chair'")
     parser.add_argument("--checkpoint", "-c", type=Path, help="SynSeg checkpoint directory (config.json + model.safetensors)")
+    parser.add_argument("--export", "-e", type=Path,
+                        help="an ONNX export folder made with --text-encoder (python -m synseg_core.export): runs without "
+                        "the checkpoint and without PyTorch")
     parser.add_argument("--out", "-o", type=Path, default=Path("segment_out"), help="output folder (default: %(default)s)")
-    parser.add_argument("--backend", default="torch", choices=list_backends(), help="inference backend (default: %(default)s)")
+    parser.add_argument("--backend", choices=list_backends(), help="inference backend (default: torch; onnxruntime with --export)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"], help="fp16 on CUDA; int8 with onnxruntime (default: %(default)s)")
     parser.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None, help="torch backend: replay CUDA graphs (default: on with a CUDA device)")
     parser.add_argument("--compile", action="store_true", help="torch backend: run the model through torch.compile")
     parser.add_argument("--threshold", type=float, help="score below which a pixel is unlabeled (default: the model's)")
     parser.add_argument("--templates", choices=list_template_sets(), help="prompt template set (default: the model's)")
-    parser.add_argument("--input-size", type=int, help="network input size in pixels, a multiple of 16 (default: the model's)")
+    parser.add_argument("--input-size", type=int, help="network input size in pixels, a multiple of the model's patch size "
+                        "(16 for a ViT-B/16; default: the model's image size)")
     parser.add_argument("--quiet", "-q", action="store_true", help="only print errors")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.export is not None and (args.checkpoint is not None or args.input_size is not None):
+        parser.error("--export runs the export folder alone, at the input size it was exported for: "
+                     "leave out --checkpoint and --input-size")
+    if args.export is not None and args.backend == "torch":
+        parser.error("an export folder runs on --backend onnxruntime or tensorrt; the torch backend takes --checkpoint")
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     try:
         vocabulary = parse_vocabulary(args.vocabulary)
@@ -129,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         segmenter = build_segmenter(args)
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            log.error("cannot load the model: %s", exc)
+        else:
+            log.error("cannot load the model: the %s backend needs PyTorch: %s; without PyTorch, run an ONNX export: "
+                      "--export DIR --backend onnxruntime", args.backend, INSTALL_TORCH)
+        return 2
     except (CheckpointError, ValueError, ImportError) as exc:
         log.error("cannot load the model: %s", exc)
         return 2

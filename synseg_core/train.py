@@ -13,8 +13,16 @@ import sys
 from pathlib import Path
 
 from synseg_core.checkpoint import CheckpointError
-from synseg_core.training.config import CONFIG_DIR, ConfigError, apply_overrides, config_from_dict, load_config, read_yaml
-from synseg_core.training.trainer import CONFIG_FILE, RunDirError, train
+from synseg_core.training.config import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    ConfigError,
+    RunDirError,
+    apply_overrides,
+    config_from_dict,
+    load_config,
+    read_yaml,
+)
 
 log = logging.getLogger("synseg.train")
 
@@ -85,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_config:
             print(config.to_yaml(), end="")
             return 0
+        from synseg_core.training.trainer import train
+
         final = train(config, run_dir, resume=args.resume)
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        log.error("training needs PyTorch: pip install 'synseg[train]'")
+        return 2
     except (ConfigError, RunDirError) as exc:
         log.error("%s", exc)
         return 2

@@ -13,6 +13,7 @@ CLIPSeg. Files come from the user's disk (nothing is downloaded here):
 """
 from __future__ import annotations
 
+import json
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from synseg_core.checkpoint import CheckpointError, load_state, read_safetensors
+from synseg_core.checkpoint import CheckpointError, load_state, read_clip_config, read_safetensors
 from synseg_core.config import IMAGENET_MEAN, IMAGENET_STD, SynSegConfig
 from synseg_core.model.synseg import SynSeg
 
@@ -84,7 +85,14 @@ def load_clip_weights(model: SynSeg, path: str | Path) -> SynSeg:
     missing = sorted(set(towers) - set(converted))
     if missing:
         raise CheckpointError(f"{path}: does not fit this model: {len(missing)} CLIP tensors missing, e.g. {missing[:5]}")
-    load_state(model, converted, path, strict=False)
+    try:
+        load_state(model, converted, path, strict=False)
+    except CheckpointError as exc:
+        described = read_clip_config(path)
+        hint = (f'this file describes its CLIP in its metadata: set model.overrides={{"clip_config": {json.dumps(described)}}}'
+                if described else "a CLIP of another shape needs the model preset that matches it, or its open_clip config as "
+                'model.overrides={"clip_config": {"embed_dim": ..., "vision_cfg": {...}, "text_cfg": {...}}}')
+        raise CheckpointError(f"{exc}; {hint}") from exc
     return model
 
 

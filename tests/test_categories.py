@@ -130,3 +130,22 @@ def test_spacy_backend_finds_the_same_simple_nouns():
         pytest.skip("spaCy model en_core_web_sm is not installed")
     spacy_extractor = CategoryExtractor(backend="spacy")
     assert spacy_extractor("two pairs of shoes on the left side of the shelf") == ["shoe", "shelf"]
+
+
+@pytest.mark.parametrize(("caption", "expected"), [
+    ("a patch of moon rock next to a star", ["moon rock", "star"]),
+    ("fields of lavender under the sky", ["lavender", "sky"]),
+    ("a thick coat of paint on a door", ["paint", "door"]),
+    ("patches of snow on a mountain", ["snow", "mountain"]),
+])
+def test_a_quantity_noun_before_of_gives_way_to_what_it_measures(rules, caption, expected):
+    assert rules(caption) == expected
+
+
+def test_a_quantity_noun_without_of_keeps_its_meaning(rules):
+    assert rules("a cow in a field beside a red carpet") == ["cow", "field", "carpet"]
+
+
+def test_quantity_nouns_no_longer_push_real_categories_out_under_max_categories():
+    caption = "a patch of moss beside a field of lavender and a coat of paint on a fence"
+    assert CategoryExtractor(max_categories=3, backend="rules")(caption) == ["moss", "lavender", "paint"]

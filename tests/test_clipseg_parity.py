@@ -228,11 +228,11 @@ def test_the_onnx_export_of_a_converted_clipseg_keeps_its_conditioning(clipseg, 
     pytest.importorskip("onnxruntime", reason="the ONNX Runtime backend")
     from synseg_core.checkpoint import load_model
     from synseg_core.export import export_onnx
-    from synseg_core.runtime.onnx_backend import segmenter_from_export
+    from synseg_core.runtime.segmenter import Segmenter
 
     reference, processor, segmenter, checkpoint = clipseg
     export_onnx(load_model(checkpoint), tmp_path / "onnx", text_encoder=True, exporter="legacy")
-    exported = segmenter_from_export(tmp_path / "onnx")
+    exported = Segmenter.from_export(tmp_path / "onnx")
     np.testing.assert_allclose(exported.encode_vocabulary(PROMPTS), segmenter.encode_vocabulary(PROMPTS), atol=1e-4)
     image = np.random.default_rng(1).integers(0, 256, (352, 352, 3), dtype=np.uint8)
     inputs = processor(text=PROMPTS, images=[image] * len(PROMPTS), padding="max_length", return_tensors="pt")

@@ -12,9 +12,10 @@ from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
 from synseg_core.evaluate import main as evaluate_main
 from synseg_core.evaluation.inference import SlidingWindow, pamr_refiner, resized_shape, window_starts
 from synseg_core.evaluation.protocols import get_protocol
-from synseg_core.evaluation.report import write_report
+from synseg_core.evaluation.report import overlay_grid, write_report
 from synseg_core.evaluation.runner import evaluate_dataset
 from synseg_core.runtime.segmenter import Segmenter
+from synseg_core.visualize import colour_for
 
 RED_STEP = 40  # class id c is painted with red = 40 * c, which the fake backend reads back
 
@@ -160,6 +161,17 @@ def test_report_writes_results_markdown_bar_chart_and_overlays(tmp_path):
     assert Image.open(tmp_path / "out" / "overlays.png").size[1] > 2 * 160
 
 
+def test_overlays_carry_a_legend_with_the_colour_of_every_class_shown(tmp_path):
+    dataset = get_dataset("folder", write_folder(tmp_path / "data", ["sky", "cat", "dog", "car"], [quadrant_mask()]))
+    inference = SlidingWindow(fake_segmenter({0: 0, 1: 1, 2: 1}), NATIVE_WINDOWS)
+    evaluation = evaluate_dataset(inference, dataset, keep_examples=1, progress=False)
+    grid = overlay_grid(evaluation.examples, evaluation.class_names)
+    panels_width = 3 * 160 + 2 * 4  # 32x32 scenes: three 160-px tiles and two gaps; the legend is right of them
+    legend = grid[:, panels_width:].reshape(-1, 3)
+    found = {name for name in evaluation.class_names if (legend == colour_for(name)).all(axis=1).any()}
+    assert found == {"sky", "cat", "dog"}  # car is neither in the truth nor predicted
+
+
 def cli(tiny_checkpoint, root, out, *extra):
     return evaluate_main(["-c", str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(root), "--protocol", "synthetic",
                           "--out", str(out), "--quiet", *extra])
@@ -171,6 +183,16 @@ def test_cli_scores_a_checkpoint_and_records_the_protocol(tiny_checkpoint, tmp_p
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["protocol"]["name"] == "synthetic" and results["protocol"]["template_set"] == "single"
     assert np.array(results["confusion"]).sum() == 2 * 32 * 32
+
+
+def test_cli_names_the_background_score_only_for_a_dataset_with_a_background_class(tiny_checkpoint, tmp_path):
+    described = {}
+    for classes in (["sky", "cat", "dog"], ["background", "cat", "dog"]):
+        root = write_folder(tmp_path / classes[0], classes, [quadrant_mask()])
+        assert cli(tiny_checkpoint, root, tmp_path / f"out_{classes[0]}") == 0
+        described[classes[0]] = json.loads((tmp_path / f"out_{classes[0]}" / "results.json").read_text())["protocol_description"]
+    assert "background score" not in described["sky"] and described["sky"].endswith("no background class")
+    assert described["background"].endswith("background score 0.5")
 
 
 def test_cli_known_answer_on_generated_scenes(tmp_path, monkeypatch):

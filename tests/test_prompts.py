@@ -75,3 +75,20 @@ def test_bad_vocabularies_are_refused_with_a_reason(words, message):
 def test_vocabulary_limit_is_enforced():
     with pytest.raises(ValueError, match="at most 3"):
         check_vocabulary(["a", "b", "c", "d"], max_words=3)
+
+
+def test_imagenet_template_lists_equal_open_clips():
+    import open_clip
+
+    from synseg_core.text.prompts import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    assert [t("{}") for t in SIMPLE_IMAGENET_TEMPLATES] == [t("{}") for t in open_clip.SIMPLE_IMAGENET_TEMPLATES]
+    assert [t("{}") for t in OPENAI_IMAGENET_TEMPLATES] == [t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
+
+
+def test_the_cache_stacks_numpy_rows_into_an_array():
+    import numpy as np
+
+    cache = EmbeddingCache()
+    out = cache.get_or_compute("onnx", "tcl", ["door", "chair"], lambda words: np.ones((len(words), 4), np.float32))
+    assert isinstance(out, np.ndarray) and out.shape == (2, 4) and out.dtype == np.float32

@@ -44,6 +44,14 @@ def test_a_bad_image_is_reported_and_the_others_still_processed(tmp_path, images
     assert "corrupt.png: not a readable image" in caplog.text and "missing.jpg: no such file" in caplog.text
 
 
+def test_a_directory_given_as_image_is_named_a_directory(tmp_path, images, tiny_checkpoint, caplog):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    code = main([str(folder), str(images[0]), "-v", "door", "-c", str(tiny_checkpoint), "-o", str(tmp_path / "out")])
+    assert code == 1
+    assert f"{folder}: is a directory, not an image file" in caplog.text and "no such file" not in caplog.text
+
+
 def test_empty_vocabulary_exits_with_a_message(images, tmp_path, caplog):
     assert main([str(images[0]), "--vocabulary", " , ", "--out", str(tmp_path / "o")]) == 2
     assert "bad --vocabulary" in caplog.text
@@ -68,3 +76,16 @@ def test_help_teaches_with_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--vocabulary 'door,chair,floor'" in capsys.readouterr().out
+
+
+def test_help_states_the_input_size_rule_without_a_fixed_patch_size(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "a multiple of the model's patch size" in text and "multiple of 16" not in text
+
+
+def test_export_with_checkpoint_is_refused_with_the_reason(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--export", str(tmp_path), "--checkpoint", str(tmp_path), "-v", "door"])
+    assert "--export runs the export folder alone" in capsys.readouterr().err

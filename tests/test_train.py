@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 from PIL import Image
 
 from synseg_core import load_model
-from synseg_core.checkpoint import read_safetensors
+from synseg_core.checkpoint import CheckpointError, read_safetensors
 from synseg_core.data.synthetic import write_synthetic_dataset
 from synseg_core.model.synseg import create_model
 from synseg_core.text.prompts import EmbeddingCache
@@ -400,3 +401,58 @@ def test_a_run_started_from_a_checkpoint_applies_the_model_overrides(tmp_path, s
     train(quick_config(scenes / "captions.jsonl", f"model.init={run / 'model'}", "model.overrides.fss_source=visual"), tmp_path / "run")
     assert load_model(run / "model").config.fss_source == "conditional"
     assert load_model(tmp_path / "run" / "model").config.fss_source == "visual"
+
+
+
+def test_training_logs_caption_categories_and_the_most_frequent_ones_at_the_start(tmp_path, scenes, caplog):
+    captions = [json.loads(line) for line in (scenes / "captions.jsonl").read_text().splitlines()]
+    with caplog.at_level(logging.INFO, logger="synseg.train"):
+        train(quick_config(scenes / "captions.jsonl", "train.steps=1", "train.ckpt_every=1"), tmp_path / "run")
+    shown = [r.getMessage() for r in caplog.records if r.getMessage().startswith("categories of ")]
+    expected = {f"categories of {c['caption']!r}: {c['categories']}": c["categories"] for c in captions}
+    assert len(shown) == 4 and set(shown) <= set(expected)  # the first batch's 4 captions, each with its categories
+    counts = Counter(word for message in shown for word in expected[message])
+    frequent = [r.getMessage() for r in caplog.records if r.getMessage().startswith("most frequent categories in the first 4 captions")]
+    assert len(frequent) == 1 and f"(of {len(counts)} distinct)" in frequent[0]
+    assert all(f"{word} {count}" in frequent[0] for word, count in counts.items())
+
+
+# A CLIP of one's own, shaped unlike the tiny preset's (8-px patches, 32 text tokens), as benchmarks/stage1_clip.py writes it.
+OWN_CLIP = {
+    "embed_dim": 64, "quick_gelu": False,
+    "vision_cfg": {"image_size": 64, "layers": 4, "width": 96, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+def own_clip_file(path: Path, metadata: dict[str, str] | None) -> dict[str, torch.Tensor]:
+    from open_clip.model import CLIP
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    state = {k: v.contiguous() for k, v in CLIP(**OWN_CLIP).state_dict().items()}
+    save_file(state, str(path), metadata=metadata)
+    return state
+
+
+def test_clip_weights_of_another_shape_build_the_towers_from_the_files_metadata(tmp_path):
+    path = tmp_path / "own_clip.safetensors"
+    state = own_clip_file(path, {"config": json.dumps(OWN_CLIP)})
+    model = trainer.build_model(load_config(TINY, [f"model.clip_weights={path}"]), seed=0)
+    assert model.config.clip_config == OWN_CLIP and model.patch_size == 8
+    torch.testing.assert_close(model.state_dict()["image_encoder.visual.conv1.weight"], state["visual.conv1.weight"])
+
+
+def test_clip_weights_of_another_shape_without_metadata_name_the_override_to_set(tmp_path):
+    path = tmp_path / "own_clip.safetensors"
+    own_clip_file(path, None)
+    with pytest.raises(CheckpointError, match=r'wrong shape.*model\.overrides=\{"clip_config": \{"embed_dim"'):
+        trainer.build_model(load_config(TINY, [f"model.clip_weights={path}"]), seed=0)
+
+
+def test_an_explicit_clip_config_that_does_not_fit_is_told_the_one_in_the_file(tmp_path):
+    path = tmp_path / "own_clip.safetensors"
+    own_clip_file(path, {"config": json.dumps(OWN_CLIP)})
+    tiny_clip = json.dumps({"clip_config": create_model("tiny").config.clip_config})
+    with pytest.raises(CheckpointError, match=r'describes its CLIP in its metadata: set model\.overrides=\{"clip_config": \{"embed_dim": 64'):
+        trainer.build_model(load_config(TINY, [f"model.clip_weights={path}", f"model.overrides={tiny_clip}"]), seed=0)

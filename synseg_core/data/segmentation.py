@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 IGNORE_INDEX = -1
@@ -67,7 +66,7 @@ def label_table(size: int, ids: Mapping[int, int], ignore: Sequence[int] = ()) -
     return table
 
 
-class SegmentationDataset(torch.utils.data.Dataset):
+class SegmentationDataset:
     """Image/mask file pairs with their class names and raw-value lookup tables.
 
     Args:

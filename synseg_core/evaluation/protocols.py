@@ -44,15 +44,15 @@ class Protocol:
             return self.background_override
         return self.background_with_pamr if self.pamr else self.background_without_pamr
 
-    def describe(self) -> str:
-        """One line naming every setting, printed with every result."""
+    def describe(self, background_class: bool = True) -> str:
+        """One line naming every setting, printed with every result (the background score only where it is used)."""
         size = f"short side {self.short_side}" if self.short_side else "native size"
         if self.short_side and self.max_long_side:
             size += f" (long side <= {self.max_long_side})"
         return (
             f"protocol {self.name}: {size}, {self.crop}x{self.crop} windows stride {self.stride}, "
             f"templates {self.template_set}, PAMR {'on' if self.pamr else 'off'}, "
-            f"background score {self.background_threshold:g} (datasets with a background class)"
+            + (f"background score {self.background_threshold:g}" if background_class else "no background class")
         )
 
     def to_dict(self) -> dict[str, object]:

@@ -17,7 +17,7 @@ import numpy as np
 from synseg_core.checkpoint import _atomic_write
 from synseg_core.evaluation.runner import Evaluation, Example
 from synseg_core.runtime.processing import UNLABELED
-from synseg_core.visualize import colourise
+from synseg_core.visualize import add_legend, colourise
 
 IGNORE_COLOUR = (255, 255, 255)  # ground-truth pixels that are not scored
 
@@ -125,7 +125,8 @@ def _label_colours(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray
 
 
 def overlay_grid(examples: Sequence[Example], class_names: Sequence[str], tile: int = 160) -> np.ndarray:
-    """One row per example: image | ground truth | prediction, each scaled to ``tile`` pixels high. RGB uint8."""
+    """One row per example: image | ground truth | prediction, each scaled to ``tile`` pixels high, and a colour
+    legend of the classes shown on the right. RGB uint8."""
     rows = []
     for example in examples:
         panels = [example.image, _label_colours(example.truth, class_names), _label_colours(example.prediction, class_names)]
@@ -140,7 +141,8 @@ def overlay_grid(examples: Sequence[Example], class_names: Sequence[str], tile: 
     third = rows[0].shape[1] // 3
     for n, title in enumerate(("image", "ground truth", "prediction")):
         cv2.putText(header, title, (n * third + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([header, *padded], axis=0)
+    shown = np.unique(np.concatenate([np.concatenate([e.truth.ravel(), e.prediction.ravel()]) for e in examples]))
+    return add_legend(np.concatenate([header, *padded], axis=0), class_names, [int(i) for i in shown if i >= 0])
 
 
 def write_report(out: Path, evaluation: Evaluation, settings: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A caption such as "two pairs of shoes on the left side of the shelf" becomes
 ``["shoe", "shelf"]``: the nouns and noun compounds of the caption, lemmatised
 and lower-cased, with direction, unit/quantity and other non-referential words
-removed, deduplicated in caption order and capped per image.
+removed, the quantity/extent noun of "a patch of X" / "a field of X" left out
+(``PARTITIVE_WORDS``), deduplicated in caption order and capped per image.
 
 Two backends find the noun chunks; the filtering after them is shared:
 
@@ -42,11 +43,20 @@ NON_REFERENTIAL_WORDS = frozenset("""
     nothing one way time day year month week hour minute moment today tonight lifestyle use fact reason
 """.split())
 DEFAULT_STOP_WORDS = DIRECTION_WORDS | UNIT_WORDS | NON_REFERENTIAL_WORDS
+# Quantity and extent nouns that, followed by "of", only measure or shape what follows: "a patch of moon rock",
+# "a field of lavender", "a coat of paint" -> the thing itself. Dropped there, as the paper drops unit words;
+# elsewhere they keep their meaning ("a cow in a field", "a red carpet").
+PARTITIVE_WORDS = frozenset("""
+    patch field coat layer film sheet blanket carpet sea ocean expanse stretch strip streak band heap mound clump
+    cluster bundle bouquet assortment selection mix mixture array slice chunk lump scoop spoonful cupful drop dash
+    pinch sprinkle splash cloud plume puff wisp swirl stream mass crowd line sprig wedge sliver
+""".split())
 
 # Only the last words of a long compound are kept: "coffee shop interior design" -> "interior design".
 MAX_COMPOUND_WORDS = 2
 _PERSON_PLACEHOLDER = re.compile(r"<\s*person\s*>", re.IGNORECASE)  # CC12M masks names with <PERSON>
 _CLOSE_UP = re.compile(r"\bclose\s+up\b", re.IGNORECASE)
+_PARTITIVE = re.compile(r"\b(?:" + "|".join(sorted(PARTITIVE_WORDS)) + r")(?:e?s)?\s+of\b", re.IGNORECASE)
 
 
 class CategoryExtractor:
@@ -79,7 +89,7 @@ class CategoryExtractor:
         self._nlp = None  # loaded on first use, once per process (DataLoader workers included)
 
     def __call__(self, caption: str) -> list[str]:
-        text = _CLOSE_UP.sub("close-up", _PERSON_PLACEHOLDER.sub("person", caption))
+        text = _PARTITIVE.sub("", _CLOSE_UP.sub("close-up", _PERSON_PLACEHOLDER.sub("person", caption)))
         chunks = self._spacy_chunks(text) if self.backend == "spacy" else rule_noun_chunks(text)
         return self._select(chunks)
 

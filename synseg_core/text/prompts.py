@@ -10,15 +10,43 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import torch
-from open_clip import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+import numpy as np
 
 Template = Callable[[str], str]
 
 
 def _fill(pattern: str) -> Template:
     return lambda word: pattern.format(word)
+
+
+# open_clip's ImageNet template lists, written out so that this module (imported by the torch-free runtime and
+# the ROS node) does not import open_clip and torch; tests/test_prompts.py checks them against open_clip's.
+SIMPLE_IMAGENET_TEMPLATES: tuple[Template, ...] = tuple(_fill(p) for p in (
+    'itap of a {}.', 'a bad photo of the {}.', 'a origami {}.', 'a photo of the large {}.', 'a {} in a video game.',
+    'art of the {}.', 'a photo of the small {}.',
+))
+OPENAI_IMAGENET_TEMPLATES: tuple[Template, ...] = tuple(_fill(p) for p in (
+    'a bad photo of a {}.', 'a photo of many {}.', 'a sculpture of a {}.', 'a photo of the hard to see {}.',
+    'a low resolution photo of the {}.', 'a rendering of a {}.', 'graffiti of a {}.', 'a bad photo of the {}.',
+    'a cropped photo of the {}.', 'a tattoo of a {}.', 'the embroidered {}.', 'a photo of a hard to see {}.',
+    'a bright photo of a {}.', 'a photo of a clean {}.', 'a photo of a dirty {}.', 'a dark photo of the {}.',
+    'a drawing of a {}.', 'a photo of my {}.', 'the plastic {}.', 'a photo of the cool {}.', 'a close-up photo of a {}.',
+    'a black and white photo of the {}.', 'a painting of the {}.', 'a painting of a {}.', 'a pixelated photo of the {}.',
+    'a sculpture of the {}.', 'a bright photo of the {}.', 'a cropped photo of a {}.', 'a plastic {}.',
+    'a photo of the dirty {}.', 'a jpeg corrupted photo of a {}.', 'a blurry photo of the {}.', 'a photo of the {}.',
+    'a good photo of the {}.', 'a rendering of the {}.', 'a {} in a video game.', 'a photo of one {}.', 'a doodle of a {}.',
+    'a close-up photo of the {}.', 'a photo of a {}.', 'the origami {}.', 'the {} in a video game.', 'a sketch of a {}.',
+    'a doodle of the {}.', 'a origami {}.', 'a low resolution photo of a {}.', 'the toy {}.', 'a rendition of the {}.',
+    'a photo of the clean {}.', 'a photo of a large {}.', 'a rendition of a {}.', 'a photo of a nice {}.',
+    'a photo of a weird {}.', 'a blurry photo of a {}.', 'a cartoon {}.', 'art of a {}.', 'a sketch of the {}.',
+    'a embroidered {}.', 'a pixelated photo of a {}.', 'itap of the {}.', 'a jpeg corrupted photo of the {}.',
+    'a good photo of a {}.', 'a plushie {}.', 'a photo of the nice {}.', 'a photo of the small {}.',
+    'a photo of the weird {}.', 'the cartoon {}.', 'art of the {}.', 'a drawing of the {}.', 'a photo of the large {}.',
+    'a black and white photo of a {}.', 'the plushie {}.', 'a dark photo of a {}.', 'itap of a {}.', 'graffiti of the {}.',
+    'a toy {}.', 'itap of my {}.', 'a photo of a cool {}.', 'a photo of a small {}.', 'a tattoo of the {}.',
+))
 
 
 # TCL's evaluation set: the 7 "simple" ImageNet templates plus two plural forms.
@@ -63,12 +91,24 @@ def check_vocabulary(words: Sequence[str], max_words: int | None = None) -> list
     return cleaned
 
 
+def _stack(rows: list[Any]) -> Any:
+    """Rows of torch tensors -> one tensor, rows of numpy arrays -> one array."""
+    if isinstance(rows[0], np.ndarray):
+        return np.stack(rows)
+    import torch  # the rows are tensors, so torch is loaded already
+
+    return torch.stack(rows)
+
+
 class EmbeddingCache:
-    """Thread-safe LRU cache of category embeddings keyed by (model id, template set, word)."""
+    """Thread-safe LRU cache of category embeddings keyed by (model id, template set, word).
+
+    Rows are torch tensors (the torch text tower; kept on the CPU) or numpy arrays (the ONNX text tower).
+    """
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self.max_entries = max_entries
-        self._store: OrderedDict[tuple[str, str, str], torch.Tensor] = OrderedDict()
+        self._store: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -81,8 +121,8 @@ class EmbeddingCache:
         model_id: str,
         template_set: str,
         words: Sequence[str],
-        compute: Callable[[list[str]], torch.Tensor],
-    ) -> torch.Tensor:
+        compute: Callable[[list[str]], Any],
+    ) -> Any:
         """Embeddings [K, D] for ``words``; only the missing words are passed to ``compute``."""
         with self._lock:
             missing = [w for w in dict.fromkeys(words) if (model_id, template_set, w) not in self._store]
@@ -92,7 +132,7 @@ class EmbeddingCache:
             fresh = compute(missing)
             with self._lock:
                 for word, emb in zip(missing, fresh, strict=True):
-                    self._store[(model_id, template_set, word)] = emb.detach().cpu()
+                    self._store[(model_id, template_set, word)] = np.array(emb) if isinstance(emb, np.ndarray) else emb.detach().cpu()
                 while len(self._store) > self.max_entries:
                     self._store.popitem(last=False)
         with self._lock:
@@ -101,7 +141,7 @@ class EmbeddingCache:
                 key = (model_id, template_set, w)
                 self._store.move_to_end(key)
                 rows.append(self._store[key])
-        return torch.stack(rows)
+        return _stack(rows)
 
     def clear(self) -> None:
         with self._lock:

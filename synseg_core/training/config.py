@@ -22,10 +22,15 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_FILE = "config.yaml"  # the resolved config, in every run directory
 
 
 class ConfigError(ValueError):
     """A config file or override is missing, malformed or names an unknown key."""
+
+
+class RunDirError(RuntimeError):
+    """The output directory cannot be used as asked (an existing run without --resume, ...)."""
 
 
 @dataclass

@@ -40,14 +40,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from synseg_core.checkpoint import _atomic_write, load_model, save_model
+from synseg_core.checkpoint import _atomic_write, load_model, read_clip_config, save_model
 from synseg_core.data.captions import CaptionBatch, CaptionStats
 from synseg_core.losses.infonce import single_infonce_loss
 from synseg_core.losses.mccl import MCCLWeights, mccl_loss, total_loss
 from synseg_core.model.encoders import ImageFeatures
 from synseg_core.model.synseg import SynSeg, create_model
 from synseg_core.text.prompts import EmbeddingCache
-from synseg_core.training.config import TrainingConfig, changed_keys, config_from_dict
+from synseg_core.training.config import CONFIG_FILE, RunDirError, TrainingConfig, changed_keys, config_from_dict
 from synseg_core.training.data import build_loader, endless
 from synseg_core.training.distributed import Distributed, init_distributed
 from synseg_core.training.state import (
@@ -61,13 +61,8 @@ from synseg_core.training.state import (
 
 log = logging.getLogger("synseg.train")
 
-CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 MODEL_DIR = "model"
-
-
-class RunDirError(RuntimeError):
-    """The output directory cannot be used as asked (an existing run without --resume, ...)."""
 
 
 class TrainableHead(nn.Module):
@@ -179,7 +174,12 @@ def build_model(config: TrainingConfig, seed: int) -> SynSeg:
     if spec.init:
         log.info("starting from the SynSeg checkpoint %s%s", spec.init, f" with {spec.overrides}" if spec.overrides else "")
         return load_model(spec.init, **spec.overrides)
-    model = create_model(spec.preset, seed=seed, **spec.overrides)
+    overrides = dict(spec.overrides)
+    described = read_clip_config(spec.clip_weights) if spec.clip_weights and "clip_config" not in overrides else None
+    if described is not None:  # a CLIP of one's own (benchmarks/stage1_clip.py) says what shape it has
+        overrides["clip_config"] = described
+        log.info("%s describes its CLIP in its metadata: building the towers from it (model.overrides.clip_config)", spec.clip_weights)
+    model = create_model(spec.preset, seed=seed, **overrides)
     if spec.clip_weights or spec.clipseg_weights:
         from synseg_core.weights import import_clipseg_weights, load_clip_weights
 
@@ -190,6 +190,37 @@ def build_model(config: TrainingConfig, seed: int) -> SynSeg:
             layout = import_clipseg_weights(model, spec.clipseg_weights)
             log.info("decoder initialised from CLIPSeg (%s layout) %s", layout, spec.clipseg_weights)
     return model
+
+
+class CategoryPreview:
+    """What the category extractor made of the run's first captions, logged once by rank 0: a few
+    caption -> categories pairs from the first batch, then the most frequent categories of the first ``captions``
+    (container words such as "patch" at the top would mean a stop-list to extend: data.extra_stop_words)."""
+
+    def __init__(self, captions: int = 1000, examples: int = 5, top: int = 20) -> None:
+        self.limit, self.examples, self.top = captions, examples, top
+        self.counts: Counter = Counter()
+        self.seen = 0
+        self.done = False
+
+    def observe(self, batch: CaptionBatch) -> None:
+        if self.done:
+            return
+        if self.seen == 0:
+            for caption, categories in list(zip(batch.captions, batch.categories, strict=True))[: self.examples]:
+                log.info("categories of %r: %s", caption, categories)
+        for categories in batch.categories:
+            self.counts.update(categories)
+        self.seen += len(batch.captions)
+        if self.seen >= self.limit:
+            self.report()
+
+    def report(self) -> None:
+        if self.done or not self.seen:
+            return
+        self.done = True
+        common = ", ".join(f"{word} {count}" for word, count in self.counts.most_common(self.top))
+        log.info("most frequent categories in the first %d captions (of %d distinct): %s", self.seen, len(self.counts), common)
 
 
 class MetricsWriter:
@@ -335,6 +366,7 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
                     disable=not (dist.is_main and spec.progress))
     trainable = list(model.trainable_parameters())
     batches = endless(loader)
+    preview = CategoryPreview()
     window_start, window_images = time.perf_counter(), 0.0
 
     def checkpoint_now(step: int) -> None:
@@ -348,6 +380,8 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
 
     for step in range(start_step, spec.steps):
         batch = next(batches)
+        if dist.is_main:
+            preview.observe(batch)
         seed_step(spec.seed, step, dist.rank)
         lr = config.optim.lr * lr_factor(step, config)  # a pure function of the step: nothing to save, and
         for group in optimizer.param_groups:           # extending a run (--resume train.steps=N) re-plans it
@@ -395,6 +429,8 @@ def _train(config: TrainingConfig, run_dir: Path, resume: bool, dist: Distribute
             checkpoint_now(done)
     progress.close()
     metrics.close()
+    if dist.is_main:
+        preview.report()  # a run shorter than the preview
 
     final = run_dir / MODEL_DIR
     data_stats = dist.gather_objects(loader.stats)
