@@ -100,3 +100,46 @@ def test_layers_before_film_run_once_per_image_not_once_per_category():
     with torch.no_grad():
         model(torch.randn(2, 3, 64, 64), F.normalize(torch.randn(5, model.text_dim), dim=-1))
     assert seen == [(2, 17, 16), (2 * 5, 17, 16)]  # text-free layer: B rows; after FiLM: B * K
+
+
+def export_decoder(model, path, grid=(4, 4)):
+    """The decoder graph alone (FiLM + decoder for one patch grid), exported by the dynamo exporter."""
+    import warnings
+
+    class DecoderGraph(nn.Module):
+        def forward(self, *inputs):
+            *activations, text = inputs
+            return model.decoder(activations, grid, text).logits
+
+    batch, classes = torch.export.Dim("batch"), torch.export.Dim("classes")
+    activations = [torch.randn(2, 17, 96) for _ in range(3)]
+    text = torch.randn(2, 3, model.text_dim)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            DecoderGraph(), (*activations, text), str(path), dynamo=True, opset_version=18, verbose=False,
+            dynamic_shapes=(({0: batch},) * 3 + ({0: batch, 1: classes},),),
+        )
+
+
+@pytest.mark.parametrize("contrib", [False, True], ids=["standard-onnx", "onnxruntime-attention"])
+def test_exported_decoder_gives_the_eager_logits_in_onnxruntime(tmp_path, contrib):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    model = create_model("tiny", seed=0)
+    path = tmp_path / "decoder.onnx"
+    if contrib:
+        with decoder_module.onnx_runtime_attention():
+            export_decoder(model, path)
+    else:
+        export_decoder(model, path)
+    ops = {(node.domain, node.op_type) for node in onnx.load(str(path)).graph.node}
+    assert (("com.microsoft", "MultiHeadAttention") in ops) == contrib
+    assert (("", "Softmax") in ops) != contrib  # the standard graph spells attention out
+    activations = [torch.randn(1, 17, 96) for _ in range(3)]
+    text = torch.randn(1, 5, model.text_dim)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = dict(zip([i.name for i in session.get_inputs()], [t.numpy() for t in (*activations, text)], strict=True))
+    with torch.no_grad():
+        expected = model.decoder(activations, (4, 4), text).logits
+    torch.testing.assert_close(torch.from_numpy(session.run(None, feeds)[0]), expected, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,8 @@
 """The CLIPSeg-style decoder that turns conditional visual features into activation maps."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,24 @@ from synseg_core.model.film import FiLM
 #: Tokens per feed-forward chunk on the CPU: the [chunk, ffn_dim] hidden activation (4 MB at width 2048)
 #: stays in cache instead of streaming K * (1 + h*w) * ffn_dim floats through memory three times.
 FFN_CHUNK_TOKENS = 512
+
+_onnx_attention = {"contrib": False}
+
+
+@contextmanager
+def onnx_runtime_attention() -> Iterator[None]:
+    """Meanwhile, ONNX exports of the decoder's attention use ONNX Runtime's ``com.microsoft.MultiHeadAttention``.
+
+    Its CPU kernel is flash attention; exported from ``F.scaled_dot_product_attention`` at opsets below 23,
+    attention becomes MatMul + Softmax + MatMul, which materialise every [L, L] map. Same values, but the
+    graph then runs in ONNX Runtime only (FP32; not TensorRT, not FP16 on the CPU), so it is opt-in.
+    """
+    previous = _onnx_attention["contrib"]
+    _onnx_attention["contrib"] = True
+    try:
+        yield
+    finally:
+        _onnx_attention["contrib"] = previous
 
 
 @dataclass
@@ -46,6 +65,13 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, L, C] -> [N, L, C]."""
+        if _onnx_attention["contrib"] and torch.onnx.is_in_onnx_export():
+            q, k, v = F.linear(x, self.in_proj_weight).chunk(3, dim=-1)  # the op adds the bias itself
+            attended = torch.onnx.ops.symbolic(
+                "com.microsoft::MultiHeadAttention", [q, k, v, self.in_proj_bias], {"num_heads": self.heads},
+                dtype=x.dtype, shape=x.shape, version=1,
+            )
+            return self.out_proj(attended)
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # each [N, heads, L, C / heads]
         attended = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
