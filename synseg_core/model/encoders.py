@@ -165,14 +165,29 @@ class TextEncoder(_Frozen):
         return self._fingerprint
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [N, L] (L <= context; shorter when trimmed after the last end token) -> unnormalised embeddings [N, D]."""
-        length = tokens.shape[1]
+        """tokens [N, n] -> unnormalised text embeddings [N, D]; n <= the context length (see ``trim_tokens``)."""
+        length, context = tokens.shape[1], self.positional_embedding.shape[0]
+        if length > context:
+            raise ValueError(f"{length} tokens per prompt exceed the text tower's context length {context}")
         x = self.token_embedding(tokens) + self.positional_embedding[:length]
-        x = self.transformer(x, attn_mask=None if self.attn_mask is None else self.attn_mask[:length, :length])
+        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+        x = self.transformer(x, attn_mask=mask)
         x = self.ln_final(x)
         x = open_clip.model.text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id)
         proj = self.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+    def trim_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [N, context], zero-padded after each prompt -> [N, n]: cut after the longest prompt.
+
+        Exact for a causal tower pooled at or before the end token (CLIP's): no position attends to a
+        later one, so the padding never reaches the pooled token. Towers without a causal mask or
+        pooled at the last position get their tokens unchanged.
+        """
+        if self.attn_mask is None or self.pool_type not in ("argmax", "eos", "first"):
+            return tokens
+        length = int((tokens != 0).any(dim=0).nonzero().max()) + 1
+        return tokens[:, :length]
 
     @torch.no_grad()
     def embed_prompts(self, words: Sequence[str], template_set: str, batch_size: int = 256) -> torch.Tensor:
@@ -186,7 +201,7 @@ class TextEncoder(_Frozen):
         device = self.token_embedding.weight.device
         chunks = []
         for start in range(0, len(prompts), batch_size):
-            tokens = self.tokenizer(prompts[start : start + batch_size]).to(device)
+            tokens = self.trim_tokens(self.tokenizer(prompts[start : start + batch_size])).to(device)
             features = self(tokens).float()
             chunks.append(F.normalize(features, dim=-1) if self.normalize else features)
         embeddings = torch.cat(chunks).reshape(len(words), per_word, -1).mean(dim=1)

@@ -14,5 +14,8 @@ class FiLM(nn.Module):
         self.film_add = nn.Linear(text_dim, channels)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """x [N, L, C], text [N, T] -> conditional visual features [N, L, C]."""
-        return x * self.film_mul(text).unsqueeze(1) + self.film_add(text).unsqueeze(1)
+        """x [..., L, C], text [..., T] -> conditional visual features [..., L, C].
+
+        The leading axes broadcast: x [B, 1, L, C] with text [B, K, T] modulates one image for K categories.
+        """
+        return x * self.film_mul(text).unsqueeze(-2) + self.film_add(text).unsqueeze(-2)
