@@ -238,7 +238,7 @@ def test_a_full_disk_while_writing_leaves_the_previous_checkpoint_intact(hub, tm
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("synseg_core.checkpoint.save_file", no_space)
+    monkeypatch.setattr("safetensors.torch.save_file", no_space)  # imported where save_model uses it
     assert fetch(out, "--force") == 2
     assert "no space left" in caplog.text
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
