@@ -55,11 +55,11 @@ def parse_vocabulary(text: str) -> list[str]:
 
 
 def build_segmenter(args: argparse.Namespace) -> Segmenter:
-    options = torch_options(args.backend, args.cuda_graphs, args.compile)
     if args.export is not None:
         return Segmenter.from_export(args.export, backend=args.backend or "onnxruntime", threshold=args.threshold,
                                      template_set=args.templates, device=args.device)
     args.backend = args.backend or "torch"
+    options = torch_options(args.backend, args.cuda_graphs, args.compile)
     if args.checkpoint is not None:
         return Segmenter.from_checkpoint(
             args.checkpoint, backend=args.backend, device=args.device, precision=args.precision, input_size=args.input_size,
