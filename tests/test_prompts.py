@@ -77,13 +77,20 @@ def test_vocabulary_limit_is_enforced():
         check_vocabulary(["a", "b", "c", "d"], max_words=3)
 
 
-def test_imagenet_template_lists_equal_open_clips():
+def test_the_imagenet_sets_are_open_clips_lists():
     import open_clip
 
-    from synseg_core.text.prompts import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+    assert [t("{}") for t in get_templates("imagenet80")] == [t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
+    assert [t("{}") for t in get_templates("tcl")][:7] == [t("{}") for t in open_clip.SIMPLE_IMAGENET_TEMPLATES]
 
-    assert [t("{}") for t in SIMPLE_IMAGENET_TEMPLATES] == [t("{}") for t in open_clip.SIMPLE_IMAGENET_TEMPLATES]
-    assert [t("{}") for t in OPENAI_IMAGENET_TEMPLATES] == [t("{}") for t in open_clip.OPENAI_IMAGENET_TEMPLATES]
+
+def test_listing_and_checking_need_neither_torch_nor_open_clip():
+    import subprocess
+    import sys
+
+    code = ("import sys; from synseg_core.text.prompts import list_template_sets, check_vocabulary; "
+            "list_template_sets(); check_vocabulary(['door']); print('torch' in sys.modules, 'open_clip' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
 
 
 def test_the_cache_stacks_numpy_rows_into_an_array():

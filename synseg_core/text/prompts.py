@@ -21,52 +21,39 @@ def _fill(pattern: str) -> Template:
     return lambda word: pattern.format(word)
 
 
-# open_clip's ImageNet template lists, written out so that this module (imported by the torch-free runtime and
-# the ROS node) does not import open_clip and torch; tests/test_prompts.py checks them against open_clip's.
-SIMPLE_IMAGENET_TEMPLATES: tuple[Template, ...] = tuple(_fill(p) for p in (
-    'itap of a {}.', 'a bad photo of the {}.', 'a origami {}.', 'a photo of the large {}.', 'a {} in a video game.',
-    'art of the {}.', 'a photo of the small {}.',
-))
-OPENAI_IMAGENET_TEMPLATES: tuple[Template, ...] = tuple(_fill(p) for p in (
-    'a bad photo of a {}.', 'a photo of many {}.', 'a sculpture of a {}.', 'a photo of the hard to see {}.',
-    'a low resolution photo of the {}.', 'a rendering of a {}.', 'graffiti of a {}.', 'a bad photo of the {}.',
-    'a cropped photo of the {}.', 'a tattoo of a {}.', 'the embroidered {}.', 'a photo of a hard to see {}.',
-    'a bright photo of a {}.', 'a photo of a clean {}.', 'a photo of a dirty {}.', 'a dark photo of the {}.',
-    'a drawing of a {}.', 'a photo of my {}.', 'the plastic {}.', 'a photo of the cool {}.', 'a close-up photo of a {}.',
-    'a black and white photo of the {}.', 'a painting of the {}.', 'a painting of a {}.', 'a pixelated photo of the {}.',
-    'a sculpture of the {}.', 'a bright photo of the {}.', 'a cropped photo of a {}.', 'a plastic {}.',
-    'a photo of the dirty {}.', 'a jpeg corrupted photo of a {}.', 'a blurry photo of the {}.', 'a photo of the {}.',
-    'a good photo of the {}.', 'a rendering of the {}.', 'a {} in a video game.', 'a photo of one {}.', 'a doodle of a {}.',
-    'a close-up photo of the {}.', 'a photo of a {}.', 'the origami {}.', 'the {} in a video game.', 'a sketch of a {}.',
-    'a doodle of the {}.', 'a origami {}.', 'a low resolution photo of a {}.', 'the toy {}.', 'a rendition of the {}.',
-    'a photo of the clean {}.', 'a photo of a large {}.', 'a rendition of a {}.', 'a photo of a nice {}.',
-    'a photo of a weird {}.', 'a blurry photo of a {}.', 'a cartoon {}.', 'art of a {}.', 'a sketch of the {}.',
-    'a embroidered {}.', 'a pixelated photo of a {}.', 'itap of the {}.', 'a jpeg corrupted photo of the {}.',
-    'a good photo of a {}.', 'a plushie {}.', 'a photo of the nice {}.', 'a photo of the small {}.',
-    'a photo of the weird {}.', 'the cartoon {}.', 'art of the {}.', 'a drawing of the {}.', 'a photo of the large {}.',
-    'a black and white photo of a {}.', 'the plushie {}.', 'a dark photo of a {}.', 'itap of a {}.', 'graffiti of the {}.',
-    'a toy {}.', 'itap of my {}.', 'a photo of a cool {}.', 'a photo of a small {}.', 'a tattoo of the {}.',
-))
+def _open_clip_templates(name: str) -> Callable[[], tuple[Template, ...]]:
+    """open_clip's template list ``name``, imported on first use: this module is imported by the torch-free
+    runtime and the ROS node, which never fill templates themselves (an export carries its patterns)."""
+
+    def load() -> tuple[Template, ...]:
+        import open_clip
+
+        return tuple(getattr(open_clip, name))
+
+    return load
 
 
-# TCL's evaluation set: the 7 "simple" ImageNet templates plus two plural forms.
 # "verbatim": the text as given, no template (CLIPSeg's prompt form at inference).
-TEMPLATE_SETS: dict[str, tuple[Template, ...]] = {
-    "verbatim": (_fill("{}"),),
-    "single": (_fill("a photo of a {}."),),
-    "tcl": tuple(SIMPLE_IMAGENET_TEMPLATES) + (_fill("a photo of many {}."), _fill("a photo of {}s.")),
-    "imagenet80": tuple(OPENAI_IMAGENET_TEMPLATES),
+# "tcl": TCL's evaluation set, the 7 "simple" ImageNet templates plus two plural forms.
+_TEMPLATE_SOURCES: dict[str, Callable[[], tuple[Template, ...]]] = {
+    "verbatim": lambda: (_fill("{}"),),
+    "single": lambda: (_fill("a photo of a {}."),),
+    "tcl": lambda: _open_clip_templates("SIMPLE_IMAGENET_TEMPLATES")() + (_fill("a photo of many {}."), _fill("a photo of {}s.")),
+    "imagenet80": _open_clip_templates("OPENAI_IMAGENET_TEMPLATES"),
 }
+_LOADED: dict[str, tuple[Template, ...]] = {}
 
 
 def list_template_sets() -> list[str]:
-    return sorted(TEMPLATE_SETS)
+    return sorted(_TEMPLATE_SOURCES)
 
 
 def get_templates(name: str) -> tuple[Template, ...]:
-    if name not in TEMPLATE_SETS:
+    if name not in _TEMPLATE_SOURCES:
         raise ValueError(f"unknown prompt template set {name!r}; choose one of {list_template_sets()}")
-    return TEMPLATE_SETS[name]
+    if name not in _LOADED:
+        _LOADED[name] = _TEMPLATE_SOURCES[name]()
+    return _LOADED[name]
 
 
 def fill_templates(word: str, template_set: str) -> list[str]:
