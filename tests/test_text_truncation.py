@@ -38,8 +38,8 @@ def test_text_tower_embeds_trimmed_tokens_as_full_length_ones(text_encoder):
         torch.testing.assert_close(text_encoder(trimmed), text_encoder(tokens), atol=1e-5, rtol=1e-5)
 
 
-def test_prompt_ensembles_run_the_tower_on_trimmed_tokens(tiny_model, monkeypatch):
-    encoder = tiny_model.text_encoder
+def test_prompt_ensembles_run_the_tower_on_trimmed_tokens():
+    encoder = create_model("tiny", seed=0).text_encoder  # its own: forward is replaced below
     lengths = []
     full = encoder.forward
 
@@ -47,7 +47,7 @@ def test_prompt_ensembles_run_the_tower_on_trimmed_tokens(tiny_model, monkeypatc
         lengths.append(tokens.shape[1])
         return full(tokens)
 
-    monkeypatch.setattr(encoder, "forward", recording)
+    encoder.forward = recording
     embeddings = encoder.embed_prompts(WORDS, "tcl")
     assert lengths and max(lengths) < 77
     prompts = [p for w in WORDS for p in fill_templates(w, "tcl")]
@@ -57,10 +57,10 @@ def test_prompt_ensembles_run_the_tower_on_trimmed_tokens(tiny_model, monkeypatc
     torch.testing.assert_close(embeddings, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_a_tower_without_causal_mask_is_not_trimmed(tiny_model, monkeypatch):
-    encoder = tiny_model.text_encoder
+def test_a_tower_without_causal_mask_is_not_trimmed():
+    encoder = create_model("tiny", seed=0).text_encoder
     tokens = encoder.tokenizer(["a door"])
-    monkeypatch.setattr(encoder, "attn_mask", None)  # padding would reach every token
+    encoder.attn_mask = None  # padding would then reach every token
     assert torch.equal(encoder.trim_tokens(tokens), tokens)
 
 
