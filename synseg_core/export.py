@@ -26,17 +26,11 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-from tqdm import tqdm
 
 from synseg_core.checkpoint import WEIGHTS_NAME, CheckpointError, load_model, resolve_checkpoint
-from synseg_core.model.encoders import ImageFeatures, TextEncoder
-from synseg_core.model.synseg import SynSeg
 from synseg_core.runtime.export_format import (
     CLASS_MAPS,
     CONFIDENCE,
@@ -66,6 +60,14 @@ from synseg_core.runtime.factory import checkpoint_sha256, default_export_dir
 from synseg_core.runtime.onnx_backend import create_session
 from synseg_core.text.prompts import get_templates, list_template_sets
 
+if TYPE_CHECKING:  # torch is imported where an export runs, so that --help and convert_export start at once
+    import torch
+    from torch import nn
+    from tqdm import tqdm
+
+    from synseg_core.model.encoders import TextEncoder
+    from synseg_core.model.synseg import SynSeg
+
 log = logging.getLogger("synseg.export")
 
 DEFAULT_OPSET = 18  # the dynamo exporter's native opset; 17 is converted down from it
@@ -76,52 +78,10 @@ DEFAULT_MAX_CLASSES = 256
 PARITY_TOLERANCE = 1e-3
 
 
-class ImageEncoderGraph(nn.Module):
-    """pixels [B, 3, H, W] -> activations of the extracted blocks, each [B, 1 + h*w, width]."""
-
-    def __init__(self, model: SynSeg) -> None:
-        super().__init__()
-        self.encoder = model.image_encoder
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.encoder(pixels).activations)
-
-
-class DecoderGraph(nn.Module):
-    """(act0, ..., act{n-1}, text [K, T]) -> logits [B, K, H, W]: FiLM + decoder for one patch grid."""
-
-    def __init__(self, model: SynSeg, grid: tuple[int, int]) -> None:
-        super().__init__()
-        self.model = model
-        self.grid = grid
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        *activations, text = inputs
-        return self.model.decode(ImageFeatures(list(activations), self.grid), text).logits
-
-
-class TextEncoderGraph(nn.Module):
-    """tokens [K, P, C] (P prompt templates per word) -> prompt-ensemble embeddings [K, T].
-
-    The same ensemble as ``TextEncoder.embed_prompts``: normalise each prompt, average over P, normalise;
-    or, for a raw-conditioned model (CLIPSeg), the plain mean of the unnormalised embeddings.
-    """
-
-    def __init__(self, text_encoder: TextEncoder) -> None:
-        super().__init__()
-        self.text_encoder = text_encoder
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        classes, prompts, context = tokens.shape
-        embeddings = self.text_encoder(tokens.reshape(-1, context)).float()
-        if not self.text_encoder.normalize:
-            return embeddings.reshape(classes, prompts, -1).mean(dim=1)
-        embeddings = F.normalize(embeddings, dim=-1)
-        return F.normalize(embeddings.reshape(classes, prompts, -1).mean(dim=1), dim=-1)
-
-
 def weights_sha256(model: nn.Module) -> str:
     """sha256 over the model's state dict (names, dtypes, shapes, bytes): 'these exact weights'."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         data = tensor.detach().cpu().contiguous()
@@ -171,6 +131,8 @@ def _quiet_logs(*names: str) -> Iterator[None]:
 
 def _dynamic_shapes(module: nn.Module, input_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> tuple[Any, ...]:
     """``dynamic_axes`` as torch.export dynamic shapes; one Dim per axis name ties e.g. every batch axis together."""
+    import torch
+
     dims: dict[str, Any] = {}
     specs = tuple(
         {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in dynamic_axes.get(input_name, {}).items()}
@@ -190,6 +152,8 @@ def _export_graph(
     opset: int,
     exporter: str,
 ) -> None:
+    import torch
+
     module.eval()
     options: dict[str, Any] = {"dynamo": exporter == "dynamo"}
     if exporter == "dynamo":
@@ -361,6 +325,8 @@ def export_onnx(
     the FP32 graphs are run in ONNX Runtime on the export example and compared with PyTorch.
     ``source_checkpoint`` (a checkpoint directory) records its model.safetensors sha256.
     """
+    from tqdm import tqdm
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if exporter not in EXPORTERS:
@@ -432,6 +398,11 @@ def _export_image_and_decoder(
     model: SynSeg, folder: Path, size: tuple[int, int], opset: int, exporter: str, check: bool, bar: tqdm
 ) -> dict[str, float]:
     """Write image_encoder.onnx and decoder.onnx into ``folder``; with ``check`` returns their parity errors."""
+    import torch
+    import torch.nn.functional as F
+
+    from synseg_core.model.graphs import DecoderGraph, ImageEncoderGraph
+
     # Examples of size >= 2 on every dynamic axis: the dynamo exporter would specialise a size-1 axis.
     generator = torch.Generator().manual_seed(0)
     device = next(model.parameters()).device
@@ -478,6 +449,10 @@ def _export_text_encoder(model: SynSeg, path: Path, opset: int, exporter: str, c
     so no axis is exported at a fixed size); runtimes then run each batch only up to its longest prompt. The
     legacy exporter bakes the sequence length into the attention reshapes, so its tower keeps the full context.
     """
+    import torch
+
+    from synseg_core.model.graphs import TextEncoderGraph
+
     encoder = model.text_encoder
     prompts = [template("word") for template in get_templates("single")] * 2
     tokens = encoder.tokenizer(prompts + ["another word"] * 2).reshape(2, 2, -1).to(encoder.token_embedding.weight.device)
@@ -522,6 +497,7 @@ def _checkpoint_sha256(checkpoint: str | Path | None) -> str | None:
 
 def _versions() -> dict[str, str]:
     import onnx
+    import torch
 
     from synseg_core import __version__
 
