@@ -40,6 +40,7 @@ from synseg_core.runtime.export_format import (
     IMAGE_ENCODER,
     LABELS,
     LOGITS,
+    MAP_CLASSES,
     METADATA_NAME,
     PIXELS,
     POSTPROCESS,
@@ -202,46 +203,124 @@ def _to_int8(path: Path) -> None:
 
 
 def postprocess_graph(opset: int) -> Any:
-    """postprocess.onnx: logits [B, K, h, w] + size int64 [2] -> labels, confidence, class_maps at that size.
+    """postprocess.onnx: logits [B, K, h, w] + size int64 [2] + map_classes int64 [1] -> labels, confidence, class_maps.
 
-    The same computation as ``torch_backend.postprocess_logits`` (bilinear with half-pixel centres, argmax,
-    sigmoid of the best logit), written as ONNX directly because the output size is a run-time input. It
-    resizes channels-last: ONNX Runtime's CPU Resize is ~6x faster on NHWC than on NCHW float maps, and the
-    max over K then reads contiguous memory. Runtimes compute only the outputs asked for.
+    The computation of ``torch_backend.postprocess_logits``, winner first, written as ONNX directly because
+    the output size is a run-time input: argmax and max over K on the logit grid; every output pixel takes
+    the winner of its first tap and the bilinear value of the best map; the cells whose four taps disagree
+    (NonZero) are blended over all K and scattered over those. ``class_maps`` holds the first ``map_classes``
+    maps resized (channels last: ONNX Runtime's CPU Resize is ~6x faster on NHWC): callers pass K when they
+    want them and 0 otherwise, as runtimes compute every output of a graph whether fetched or not.
     """
     import onnx
     from onnx import TensorProto, helper
 
-    def constant(name: str, *values: int) -> onnx.TensorProto:
-        return helper.make_tensor(name, TensorProto.INT64, [len(values)], list(values))
+    nodes: list[Any] = []
+    constants: list[Any] = []
 
-    # ReduceMax takes its axes as an input from opset 18 on, as an attribute before.
-    reduce_max = (
-        helper.make_node("ReduceMax", ["resized", "axis_k"], ["best"], keepdims=0) if opset >= 18
-        else helper.make_node("ReduceMax", ["resized"], ["best"], axes=[3], keepdims=0)
-    )
-    nodes = [
-        helper.make_node("Transpose", [LOGITS], ["nhwc"], perm=[0, 2, 3, 1]),
-        helper.make_node("Shape", [LOGITS], ["shape"]),
-        helper.make_node("Slice", ["shape", "zero", "one"], ["batch"]),
-        helper.make_node("Slice", ["shape", "one", "two"], ["classes"]),
-        helper.make_node("Concat", ["batch", SIZE, "classes"], ["sizes"], axis=0),
-        helper.make_node("Resize", ["nhwc", "", "", "sizes"], ["resized"], mode="linear", coordinate_transformation_mode="half_pixel"),
-        helper.make_node("ArgMax", ["resized"], ["index"], axis=3, keepdims=0, select_last_index=0),
-        helper.make_node("Cast", ["index"], [LABELS], to=TensorProto.INT32),
-        reduce_max,
-        helper.make_node("Sigmoid", ["best"], [CONFIDENCE]),
-        helper.make_node("Sigmoid", ["resized"], ["scores"]),
-        helper.make_node("Transpose", ["scores"], [CLASS_MAPS], perm=[0, 3, 1, 2]),
-    ]
+    def op(kind: str, *inputs: str, **attributes: Any) -> str:
+        name = f"{kind.lower()}_{len(nodes)}"
+        nodes.append(helper.make_node(kind, list(inputs), [name], **attributes))
+        return name
+
+    def const(*values: int | float) -> str:
+        name = f"const_{len(constants)}"
+        float_type = isinstance(values[0], float)
+        constants.append(helper.make_tensor(name, TensorProto.FLOAT if float_type else TensorProto.INT64, [len(values)], list(values)))
+        return name
+
+    def reduce(kind: str, data: str, axis: int, keepdims: int = 0) -> str:  # axes became an input in opset 18 (13 for ReduceSum)
+        if kind == "ReduceSum" or opset >= 18:
+            return op(kind, data, const(axis), keepdims=keepdims)
+        return op(kind, data, axes=[axis], keepdims=keepdims)
+
+    def part(vector: str, index: int) -> str:
+        return op("Slice", vector, const(index), const(index + 1))
+
+    def unsqueeze(data: str, *axes: int) -> str:
+        return op("Unsqueeze", data, const(*axes))
+
+    def scalar(vector: str) -> str:
+        return op("Squeeze", vector, const(0))
+
+    def axis_taps(size_out: str, size_in: str) -> tuple[str, str, str, str, str, str]:
+        """What ``torch_backend.axis_taps`` computes, plus each source index's next one: see there."""
+        last = op("Sub", size_in, const(1))
+        out = op("Range", scalar(const(0)), scalar(size_out), scalar(const(1)))
+        scale = op("Div", op("Cast", size_in, to=TensorProto.FLOAT), op("Cast", size_out, to=TensorProto.FLOAT))
+        source = op("Max", op("Sub", op("Mul", op("Add", op("Cast", out, to=TensorProto.FLOAT), const(0.5)), scale), const(0.5)), const(0.0))
+        first = op("Min", op("Cast", op("Floor", source), to=TensorProto.INT64), last)
+        lam = op("Sub", source, op("Cast", first, to=TensorProto.FLOAT))
+        sources = op("Range", scalar(const(0)), scalar(size_in), scalar(const(1)))
+        following = op("Min", op("Add", sources, const(1)), last)
+        grid = (unsqueeze(first, 0), unsqueeze(sources, 1))  # [1, out] against [in, 1]
+        start = reduce("ReduceSum", op("Cast", op("Less", *grid), to=TensorProto.INT64), 1)
+        count = reduce("ReduceSum", op("Cast", op("Equal", *grid), to=TensorProto.INT64), 1)
+        return first, following, lam, start, count, reduce("ReduceMax", count, 0, keepdims=1)
+
+    shape = op("Shape", LOGITS)
+    batch, classes, height, width = (part(shape, index) for index in range(4))
+    out_h, out_w = part(SIZE, 0), part(SIZE, 1)
+    y0, y_next, y_lam, y_start, y_count, rows = axis_taps(out_h, height)
+    x0, x_next, x_lam, x_start, x_count, cols = axis_taps(out_w, width)
+
+    winner = op("ArgMax", LOGITS, axis=1, keepdims=0, select_last_index=0)  # [B, h, w]
+    best = reduce("ReduceMax", LOGITS, 1, keepdims=1)  # [B, 1, h, w]
+    dense_labels = op("Gather", op("Gather", op("Cast", winner, to=TensorProto.INT32), y0, axis=1), x0, axis=2)  # [B, H, W]
+    best_sizes = op("Concat", batch, const(1), SIZE, axis=0)
+    dense_best = op("Resize", best, "", "", best_sizes, mode="linear", coordinate_transformation_mode="half_pixel")
+
+    below = op("Gather", winner, y_next, axis=1)
+    differ = op("Or", op("Or", op("Not", op("Equal", winner, below)), op("Not", op("Equal", winner, op("Gather", winner, x_next, axis=2)))),
+                op("Not", op("Equal", winner, op("Gather", below, x_next, axis=2))))
+    reached = op("And", unsqueeze(op("Greater", y_count, const(0)), 1), unsqueeze(op("Greater", x_count, const(0)), 0))
+    cells = op("Transpose", op("NonZero", op("And", differ, reached)), perm=[1, 0])  # [N, 3]: b, i, j
+    b, i, j = (op("Squeeze", op("Slice", cells, const(k), const(k + 1), const(1)), const(1)) for k in range(3))
+    i1, j1 = op("Gather", y_next, i), op("Gather", x_next, j)
+
+    nhwc = op("Transpose", LOGITS, perm=[0, 2, 3, 1])
+
+    def corner(row: str, col: str) -> str:  # [N, 1, K]
+        return unsqueeze(op("GatherND", nhwc, op("Concat", unsqueeze(b, 1), unsqueeze(row, 1), unsqueeze(col, 1), axis=1)), 1)
+
+    def span(index: str, start: str, count: str, most: str, lam: str) -> tuple[str, str]:
+        step = unsqueeze(op("Range", scalar(const(0)), scalar(most), scalar(const(1))), 0)
+        last = unsqueeze(op("Sub", op("Gather", count, index), const(1)), 1)
+        at = op("Add", unsqueeze(op("Gather", start, index), 1), op("Min", step, last))  # [N, most], as in torch
+        return at, unsqueeze(op("Gather", lam, at), 2)  # [N, most, 1]
+
+    out_rows, row_lam = span(i, y_start, y_count, rows, y_lam)
+    out_cols, col_lam = span(j, x_start, x_count, cols, x_lam)
+
+    def lerp(start: str, end: str, weight: str) -> str:  # start + weight * (end - start): one product at full size
+        return op("Add", start, op("Mul", weight, op("Sub", end, start)))
+
+    top = lerp(corner(i, j), corner(i, j1), col_lam)  # [N, C, K]
+    bottom = lerp(corner(i1, j), corner(i1, j1), col_lam)
+    values = lerp(unsqueeze(top, 1), unsqueeze(bottom, 1), unsqueeze(row_lam, 3))  # [N, R, C, K]
+    blended_labels = op("Cast", op("ArgMax", values, axis=3, keepdims=0, select_last_index=0), to=TensorProto.INT32)
+    blended_best = reduce("ReduceMax", values, 3)
+    line = op("Add", op("Mul", unsqueeze(b, 1), out_h), out_rows)  # [N, R]
+    target = unsqueeze(op("Add", op("Mul", unsqueeze(line, 2), out_w), unsqueeze(out_cols, 1)), 3)  # [N, R, C, 1]
+
+    out_shape = op("Concat", batch, SIZE, axis=0)
+    flat = const(-1)
+    nodes.append(helper.make_node("Reshape", [op("ScatterND", op("Reshape", dense_labels, flat), target, blended_labels), out_shape], [LABELS]))
+    nodes.append(helper.make_node("Sigmoid", [op("Reshape", op("ScatterND", op("Reshape", dense_best, flat), target, blended_best), out_shape)], [CONFIDENCE]))
+    asked = op("Slice", nhwc, const(0), MAP_CLASSES, const(3))  # the first map_classes maps (0: none)
+    class_sizes = op("Concat", batch, SIZE, MAP_CLASSES, axis=0)
+    resized = op("Resize", asked, "", "", class_sizes, mode="linear", coordinate_transformation_mode="half_pixel")
+    nodes.append(helper.make_node("Transpose", [op("Sigmoid", resized)], [CLASS_MAPS], perm=[0, 3, 1, 2]))
+
     graph = helper.make_graph(
         nodes, "synseg_postprocess",
         [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch", "classes", "height", "width"]),
-         helper.make_tensor_value_info(SIZE, TensorProto.INT64, [2])],
+         helper.make_tensor_value_info(SIZE, TensorProto.INT64, [2]),
+         helper.make_tensor_value_info(MAP_CLASSES, TensorProto.INT64, [1])],
         [helper.make_tensor_value_info(LABELS, TensorProto.INT32, ["batch", "out_height", "out_width"]),
          helper.make_tensor_value_info(CONFIDENCE, TensorProto.FLOAT, ["batch", "out_height", "out_width"]),
-         helper.make_tensor_value_info(CLASS_MAPS, TensorProto.FLOAT, ["batch", "classes", "out_height", "out_width"])],
-        [constant("zero", 0), constant("one", 1), constant("two", 2), constant("axis_k", 3)],
+         helper.make_tensor_value_info(CLASS_MAPS, TensorProto.FLOAT, ["batch", "map_classes", "out_height", "out_width"])],
+        constants,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="synseg")
     onnx.checker.check_model(model, full_check=True)

@@ -17,6 +17,7 @@ from synseg_core.runtime.backend import check_logits
 from synseg_core.runtime.export_format import ExportError, read_export
 from synseg_core.runtime.factory import checkpoint_sha256, default_export_dir
 from synseg_core.runtime.onnx_backend import OnnxBackend
+from synseg_core.runtime.torch_backend import postprocess_logits
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,7 @@ def postprocess_session():
 @pytest.mark.parametrize("size", [(480, 640), (37, 53)])
 def test_the_postprocessing_graph_matches_the_host_reference(postprocess_session, classes, size):
     logits = _smooth_logits(classes, (64, 64))
-    labels, confidence, maps = postprocess_session.run(None, {"logits": logits, "size": np.asarray(size, np.int64)})
+    labels, confidence, maps = postprocess_session.run(None, _post_inputs(logits, size, classes))
     ref_labels, ref_confidence, ref_maps = reference_postprocess(logits[0], size)
     assert labels.dtype == np.int32 and labels.shape == (1, *size) and maps.shape == (1, classes, *size)
     assert (labels[0] == ref_labels).mean() >= 0.999
@@ -76,11 +77,34 @@ def test_the_postprocessing_graph_matches_the_host_reference(postprocess_session
     assert np.abs(maps[0] - ref_maps).max() <= 1e-4
 
 
+def _post_inputs(logits, size, map_classes):
+    return {"logits": logits, "size": np.asarray(size, np.int64), "map_classes": np.asarray([map_classes], np.int64)}
+
+
 def test_the_postprocessing_graph_of_opset_17_gives_the_same_result(postprocess_session):
-    logits, size = _smooth_logits(5, (64, 64)), np.asarray((30, 41), np.int64)
+    inputs = _post_inputs(_smooth_logits(5, (64, 64)), (30, 41), 5)
     opset17 = onnxruntime.InferenceSession(postprocess_graph(17).SerializeToString(), providers=["CPUExecutionProvider"])
-    for new, old in zip(opset17.run(None, {"logits": logits, "size": size}), postprocess_session.run(None, {"logits": logits, "size": size}), strict=True):
+    for new, old in zip(opset17.run(None, inputs), postprocess_session.run(None, inputs), strict=True):
         np.testing.assert_array_equal(new, old)
+
+
+@pytest.mark.parametrize("grid,size", [((64, 48), (480, 640)), ((1, 9), (5, 200)), ((7, 1), (1, 1)), ((64, 64), (20, 30))])
+def test_the_postprocessing_graph_equals_the_torch_postprocessing(postprocess_session, grid, size):
+    # Batch 2, single rows and columns, down- and upsampling; no class maps asked for: none computed.
+    logits = np.ascontiguousarray(np.concatenate([_smooth_logits(20, (64, 64), seed) for seed in range(2)])[:, :, : grid[0], : grid[1]])
+    labels, confidence, maps = postprocess_session.run(None, _post_inputs(logits, size, 0))
+    torch_labels, torch_confidence, _ = postprocess_logits(torch.from_numpy(logits), size)
+    assert maps.shape == (2, 0, *size)
+    assert (labels == torch_labels.numpy()).mean() >= 0.9999
+    assert np.abs(confidence - torch_confidence.numpy()).max() <= 1e-5
+
+
+def test_the_postprocessing_graph_without_boundaries(postprocess_session):
+    logits = np.zeros((1, 3, 8, 8), np.float32)
+    logits[0, 1] = np.linspace(0.5, 1, 64, dtype=np.float32).reshape(8, 8)
+    labels, confidence, _ = postprocess_session.run(None, _post_inputs(logits, (30, 50), 0))
+    assert (labels == 1).all()
+    np.testing.assert_allclose(confidence[0], reference_postprocess(logits[0], (30, 50))[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("classes", [1, 20, 300])

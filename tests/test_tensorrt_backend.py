@@ -100,6 +100,7 @@ def test_profiles_cover_batch_and_vocabulary_size(exported):
     assert profiles["decoder"]["act0"] == [[1, 17, 96], [1, 17, 96], [4, 17, 96]]
     assert profiles["postprocess"]["logits"] == [[1, 1, 64, 64], [1, 20, 64, 64], [4, 256, 64, 64]]
     assert profiles["postprocess"]["size"] == [[1, 1], [480, 640], [4096, 4096]]  # values of the shape input
+    assert profiles["postprocess"]["map_classes"] == [[0], [0], [256]]  # 0, or K when class maps are asked for
     assert sorted(profiles["decoder"]) == ["act0", "act1", "act2", "text"]
 
 

@@ -32,17 +32,38 @@ def test_device_postprocessing_matches_the_host_reference(classes, size):
     assert np.abs(maps[0].numpy() - ref_maps).max() <= 1e-4
 
 
-def test_postprocessing_in_passes_over_k_keeps_the_first_of_equal_scores(monkeypatch):
-    monkeypatch.setattr("synseg_core.runtime.torch_backend.POST_CLASSES_PER_PASS", 2)
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_postprocessing_keeps_the_first_of_equal_scores(monkeypatch, static_shapes):
+    monkeypatch.setattr("synseg_core.runtime.torch_backend.POST_CLASSES_PER_PASS", 2)  # dense: in passes over K
     logits = torch.zeros(1, 5, 4, 4)
     logits[0, 1] = 1.0
     logits[0, 3] = 1.0  # same score as class 1, in a later pass
     logits[0, 4, 0, 0] = 2.0
-    labels, confidence, _ = postprocess_logits(logits, (4, 4))
+    labels, confidence, _ = postprocess_logits(logits, (4, 4), static_shapes=static_shapes)
     expected = torch.full((4, 4), 1, dtype=torch.int32)
     expected[0, 0] = 4
     assert torch.equal(labels[0], expected)
     assert confidence[0, 1, 1] == pytest.approx(float(torch.sigmoid(torch.tensor(1.0))))
+
+
+@pytest.mark.parametrize("grid,size", [((64, 64), (480, 640)), ((64, 48), (37, 53)), ((1, 9), (5, 200)), ((7, 1), (1, 1))])
+def test_winner_first_equals_upsampling_every_map(grid, size, monkeypatch):
+    # Batch 2, grids and outputs of one row or column, down- and upsampling; small passes of blended cells.
+    monkeypatch.setattr("synseg_core.runtime.torch_backend.POST_VALUES_PER_PASS", 5000)
+    logits = torch.from_numpy(np.stack([_logits(20, (64, 64), seed) for seed in range(2)]))[:, :, : grid[0], : grid[1]]
+    labels, confidence, _ = postprocess_logits(logits, size)
+    dense_labels, dense_confidence, _ = postprocess_logits(logits, size, static_shapes=True)
+    assert (labels == dense_labels).float().mean() >= 0.9999
+    assert (confidence - dense_confidence).abs().max() <= 1e-5
+
+
+def test_winner_first_with_one_class_everywhere_blends_nothing():
+    logits = torch.zeros(1, 3, 8, 8)
+    logits[0, 2] = torch.linspace(0.5, 1, 64).view(8, 8)  # class 2 wins every tap, with varying scores
+    labels, confidence, _ = postprocess_logits(logits, (30, 50))
+    dense_labels, dense_confidence, _ = postprocess_logits(logits, (30, 50), static_shapes=True)
+    assert torch.equal(labels, torch.full((1, 30, 50), 2, dtype=torch.int32))
+    assert (confidence - dense_confidence).abs().max() <= 1e-6
 
 
 def test_predict_returns_labels_and_confidence_at_the_requested_size_without_class_maps(tiny_model):

@@ -6,9 +6,10 @@ An export folder (written by ``python -m synseg_core.export``) holds::
                          source-weights hash, sha256 of every file below
     image_encoder.onnx   pixels [B, 3, H, W] float32 -> act0..act{n-1} [B, 1 + h*w, width] float32
     decoder.onnx         act0..act{n-1} + text [K, T] float32 -> logits [B, K, H, W] float32
-    postprocess.onnx     logits [B, K, H, W] + size int64 [2] -> labels [B, H', W'] int32 (argmax of the
-                         bilinearly upsampled logits), confidence [B, H', W'] float32 (sigmoid of the best
-                         logit), class_maps [B, K, H', W'] float32 (sigmoid of every upsampled logit)
+    postprocess.onnx     logits [B, K, H, W] + size int64 [2] + map_classes int64 [1] (0 or K) -> labels
+                         [B, H', W'] int32 (argmax of the bilinearly upsampled logits), confidence [B, H', W']
+                         float32 (sigmoid of the best logit), class_maps [B, map_classes, H', W'] float32
+                         (sigmoid of every upsampled logit, only when asked for: map_classes = K)
     text_encoder.onnx    optional: tokens [K, P, C] int64 (C <= context length) -> prompt-ensemble embeddings [K, T]
     tokenizer.json       optional, with text_encoder.onnx: the CLIP BPE tokenizer (``tokenizers`` format)
 
@@ -27,7 +28,8 @@ from typing import Any
 
 EXPORT_FORMAT = "synseg-onnx"
 #: 2: postprocess.onnx (post-processing on the execution device) and a dynamic token axis in text_encoder.onnx
-FORMAT_VERSION = 2
+#: 3: postprocess.onnx computes labels winner first and class maps only when its map_classes input asks
+FORMAT_VERSION = 3
 METADATA_NAME = "export.json"
 IMAGE_ENCODER = "image_encoder"
 DECODER = "decoder"
@@ -49,6 +51,7 @@ PIXELS = "pixels"
 TEXT = "text"
 LOGITS = "logits"
 SIZE = "size"
+MAP_CLASSES = "map_classes"
 LABELS = "labels"
 CONFIDENCE = "confidence"
 CLASS_MAPS = "class_maps"

@@ -30,6 +30,7 @@ from synseg_core.runtime.export_format import (
     IMAGE_ENCODER,
     LABELS,
     LOGITS,
+    MAP_CLASSES,
     PIXELS,
     POSTPROCESS,
     SIZE,
@@ -153,6 +154,7 @@ class OnnxBackend(Backend):
         binding = self._post.io_binding()
         binding.bind_ortvalue_input(LOGITS, logits)
         binding.bind_cpu_input(SIZE, np.asarray(size, np.int64))
+        binding.bind_cpu_input(MAP_CLASSES, np.asarray([logits.shape()[1] if class_maps else 0], np.int64))
         names = [LABELS, CONFIDENCE] + ([CLASS_MAPS] if class_maps else [])
         for name in names:
             binding.bind_output(name)  # to the host: the only copy per frame

@@ -50,6 +50,7 @@ from synseg_core.runtime.export_format import (
     IMAGE_ENCODER,
     LABELS,
     LOGITS,
+    MAP_CLASSES,
     PIXELS,
     POSTPROCESS,
     SIZE,
@@ -119,7 +120,7 @@ def cuda_device(device: str) -> torch.device:
 def engine_profiles(meta: ExportMetadata, max_batch: int, opt_classes: int, max_classes: int) -> dict[str, Profile]:
     """Optimisation profiles of the three engines: graph role -> input name -> [min, opt, max] shape.
 
-    SIZE of the post-processing engine is a shape input: its entry holds [min, opt, max] *values* (H, W).
+    SIZE and MAP_CLASSES of the post-processing engine are shape inputs: their entries hold [min, opt, max] *values*.
     """
     if not 1 <= opt_classes <= max_classes:
         raise ValueError(f"need 1 <= opt_classes <= max_classes, got {opt_classes} and {max_classes}")
@@ -136,6 +137,7 @@ def engine_profiles(meta: ExportMetadata, max_batch: int, opt_classes: int, max_
     post: Profile = {
         LOGITS: [[1, 1, height, width], [1, opt_classes, height, width], [max_batch, max_classes, height, width]],
         SIZE: [[1, 1], list(OPT_OUTPUT_SIZE), [MAX_OUTPUT_SIDE, MAX_OUTPUT_SIDE]],
+        MAP_CLASSES: [[0], [0], [max_classes]],  # a shape input too: 0, or K when class maps are asked for
     }
     return {IMAGE_ENCODER: {PIXELS: batched(3, height, width)}, DECODER: decoder, POSTPROCESS: post}
 
@@ -385,7 +387,8 @@ class TensorRTBackend(Backend):
         import torch
 
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            out = self._post.run({LOGITS: logits, SIZE: torch.tensor(size, dtype=torch.int64)}, self._stream)
+            map_classes = torch.tensor([logits.shape[1] if class_maps else 0], dtype=torch.int64)
+            out = self._post.run({LOGITS: logits, SIZE: torch.tensor(size, dtype=torch.int64), MAP_CLASSES: map_classes}, self._stream)
             maps = out[CLASS_MAPS].cpu().numpy() if class_maps else None
             return Prediction(out[LABELS].cpu().numpy(), out[CONFIDENCE].float().cpu().numpy(), maps)
 

@@ -10,6 +10,7 @@ dominates a few-millisecond network; ``compile`` runs the module through ``torch
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -28,6 +29,10 @@ log = logging.getLogger("synseg.runtime.torch")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: classes upsampled at once in post-processing; bounds memory (K x H x W floats) for long vocabularies
 POST_CLASSES_PER_PASS = 128
+#: values [cells, R, C, K] blended at once at class boundaries in post-processing; bounds memory
+POST_VALUES_PER_PASS = 1 << 22
+#: share of output pixels in boundary cells above which upsampling every map is the faster way
+DENSE_ABOVE = 0.5
 DEFAULT_MAX_GRAPHS = 8
 WARMUP_RUNS = 2  # eager runs on a side stream before capture (cuDNN/cuBLAS pick their kernels, caches fill)
 
@@ -41,21 +46,109 @@ def torch_text_embedder(model: Any) -> Callable[[Sequence[str], str], np.ndarray
     return embed
 
 
+@functools.lru_cache(maxsize=64)
+def axis_taps(size_out: int, size_in: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Bilinear taps along one axis, half-pixel centres, no antialias (as cv2.INTER_LINEAR and F.interpolate).
+
+    Output index o reads source i0(o) and i1(o) = min(i0 + 1, in - 1) with weight lam(o) on i1. Returns
+    (i0, i1 of each source index, lam, start, count, most): the output indices with i0 == i are
+    start[i] .. start[i] + count[i] - 1, and ``most`` is the largest count. Cached, so CUDA-graph capture
+    finds these tensors already on the device.
+    """
+    o = torch.arange(size_out, dtype=torch.float64)
+    source = ((o + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
+    i0 = source.floor().long().clamp(max=size_in - 1)
+    lam = (source - i0).float()
+    next_index = (torch.arange(size_in) + 1).clamp(max=size_in - 1)
+    count = torch.bincount(i0, minlength=size_in)
+    start = torch.cumsum(count, 0) - count
+    return (i0.to(device), next_index.to(device), lam.to(device), start.to(device), count.to(device), int(count.max()))
+
+
+@functools.lru_cache(maxsize=16)
+def _first_taps(batch: int, size: tuple[int, int], grid: tuple[int, int], device: str) -> torch.Tensor:
+    """Flat index into [B, h, w] of the first tap (i0, j0) of every output pixel of [B, H, W]."""
+    y0, x0 = axis_taps(size[0], grid[0], device)[0], axis_taps(size[1], grid[1], device)[0]
+    pixel = (y0[:, None] * grid[1] + x0[None, :]).reshape(1, -1)
+    return (torch.arange(batch, device=y0.device)[:, None] * (grid[0] * grid[1]) + pixel).reshape(-1)
+
+
 def postprocess_logits(
-    logits: torch.Tensor, size: tuple[int, int], class_maps: bool = False
+    logits: torch.Tensor, size: tuple[int, int], class_maps: bool = False, static_shapes: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """logits [B, K, h, w] -> labels [B, H, W] int32, confidence [B, H, W] float32 (, class maps [B, K, H, W]).
 
-    Bilinear upsampling (half-pixel centres, as cv2.INTER_LINEAR), argmax over K, sigmoid of the best logit
-    (= the best sigmoid score, sigmoid being monotonic). Runs in float32 on the logits' device, over K in
-    passes of ``POST_CLASSES_PER_PASS``; a later pass wins a pixel only when strictly better, so ties go to
-    the lower index as in a single argmax.
+    The result of bilinear upsampling every map (half-pixel centres, as cv2.INTER_LINEAR), argmax over K and
+    sigmoid of the best logit, computed winner first: a bilinear value is a convex blend of four source
+    pixels with the same weights for every class, so where one class is the best at all four taps it is the
+    best at every output pixel between them, and its blended logit is the blended best map. Only the output
+    pixels of cells whose four taps disagree (class boundaries) are blended over all K. Ties go to the lower
+    index, as in one argmax. Runs in float32 on the logits' device.
+
+    ``class_maps`` (which needs every map at full size anyway) and ``static_shapes`` (CUDA-graph capture,
+    where the data-dependent boundary cells cannot be selected) upsample all K maps instead, as does K = 1
+    (its one map is the best map).
     """
+    logits = logits.float()
+    if class_maps or static_shapes or logits.shape[1] == 1:
+        return _postprocess_dense(logits, size, class_maps)
+    batch, classes, height, width = logits.shape
+    device = str(logits.device)
+    _, y_next, y_lam, y_start, y_count, rows = axis_taps(size[0], height, device)
+    _, x_next, x_lam, x_start, x_count, cols = axis_taps(size[1], width, device)
+    best, winner = logits.max(dim=1)  # [B, h, w]
+    labels = winner.to(torch.int32).reshape(-1).take(_first_taps(batch, size, (height, width), device)).view(batch, *size)
+    confidence = F.interpolate(best[:, None], size=size, mode="bilinear", align_corners=False)[:, 0].contiguous()
+    below, right = winner[:, y_next], winner[:, :, x_next]
+    boundary = (winner != below) | (winner != right) | (winner != below[:, :, x_next])
+    boundary &= (y_count > 0)[:, None] & (x_count > 0)[None, :]  # cells no output pixel falls in
+    cells = boundary.nonzero()
+    if len(cells) * rows * cols > DENSE_ABOVE * batch * size[0] * size[1]:  # boundaries everywhere: no gain
+        return _postprocess_dense(logits, size, False)
+    if len(cells):
+        corners = logits.permute(0, 2, 3, 1)  # [B, h, w, K]: a tap's K logits in one gather
+        step = max(1, POST_VALUES_PER_PASS // (rows * cols * classes))
+        for first in range(0, len(cells), step):
+            _blend_cells(corners, cells[first : first + step], size, labels, confidence,
+                         (y_next, y_lam, y_start, y_count, rows), (x_next, x_lam, x_start, x_count, cols))
+    return labels, torch.sigmoid(confidence), None
+
+
+def _blend_cells(
+    corners: torch.Tensor, cells: torch.Tensor, size: tuple[int, int], labels: torch.Tensor, confidence: torch.Tensor,
+    y_taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+    x_taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int],
+) -> None:
+    """Write the blended argmax and max over K of every output pixel of ``cells`` [N, 3] (b, i, j)."""
+    b, i, j = cells.unbind(1)
+    i1, j1 = y_taps[0][i], x_taps[0][j]
+
+    def span(index: torch.Tensor, taps: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # [N, most] output indices of each cell; a shorter cell repeats its last index, so the padding
+        # computes the very value of that pixel again and writes it twice
+        _, lam, start, count, most = taps
+        step = torch.arange(most, device=index.device)
+        at = start[index][:, None] + torch.minimum(step, count[index][:, None] - 1)
+        return at, lam[at][..., None]  # and the weight of the second tap, [N, most, 1]
+
+    rows, y_lam = span(i, y_taps)
+    cols, x_lam = span(j, x_taps)
+    top = torch.lerp(corners[b, i, j][:, None], corners[b, i, j1][:, None], x_lam)  # [N, C, K]
+    bottom = torch.lerp(corners[b, i1, j][:, None], corners[b, i1, j1][:, None], x_lam)
+    values = torch.lerp(top[:, None], bottom[:, None], y_lam[..., None])  # [N, R, C, K]
+    best, index = values.max(dim=-1)
+    target = (b[:, None, None] * size[0] + rows[:, :, None]) * size[1] + cols[:, None, :]
+    labels.view(-1)[target] = index.to(torch.int32)
+    confidence.view(-1)[target] = best
+
+
+def _postprocess_dense(logits: torch.Tensor, size: tuple[int, int], class_maps: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Every map upsampled, over K in passes of ``POST_CLASSES_PER_PASS`` (a later pass wins only when strictly better)."""
     labels: torch.Tensor | None = None
     confidence: torch.Tensor | None = None
     maps = []
     for offset in range(0, logits.shape[1], POST_CLASSES_PER_PASS):
-        chunk = logits[:, offset : offset + POST_CLASSES_PER_PASS].float()
+        chunk = logits[:, offset : offset + POST_CLASSES_PER_PASS]
         if tuple(chunk.shape[-2:]) != tuple(size):
             # channels-last: the K values of a pixel are contiguous, for the resize and for the max over K
             chunk = F.interpolate(chunk.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear", align_corners=False)
@@ -193,7 +286,7 @@ class TorchBackend(Backend):
             return logits
 
         def predict(images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-            return postprocess_logits(self._logits(images, text), size, class_maps)
+            return postprocess_logits(self._logits(images, text), size, class_maps, static_shapes=self.cuda_graphs)
         return predict
 
     def _capture(self, key: Hashable, images: torch.Tensor, text: torch.Tensor) -> Runner:
