@@ -684,15 +684,18 @@ class ExperimentOutcome:
 
 def experiment_table(outcome: ExperimentOutcome) -> list[str]:
     metrics = {name: summarise({k: [getattr(s, name) for s in v] for k, v in outcome.scores.items()}) for name in ("miou", "seen", "unseen")}
-    lines = ["| Setting | captions | stage-2 steps | seeds | mIoU (19) | seen (10) | unseen (9) | per seed (mIoU) |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| Setting | captions | stage-2 steps | seeds | mIoU (19) | seen (10) | unseen (9) | per seed (mIoU) | MCCL at the end (first seed) |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for key, method in outcome.methods.items():
         if key not in outcome.scores:
             continue
         cells = [f"{metrics[m][key]['mean']:.2f} ± {metrics[m][key]['std']:.2f}" for m in ("miou", "seen", "unseen")]
         steps = f"{method.steps}x" if method.trained else "-"
+        runs = outcome.run_dirs.get(key)
+        terms = run_terms(runs[min(runs)]) if runs and method.removes is None else None  # an ablation's total lacks a term
+        end = f"{sum(terms.values()):.3f}" if terms else "-"
         lines.append(f"| {method.label} | {method.captions if method.trained else '-'} | {steps} | {len(outcome.scores[key])} | "
-                     f"{' | '.join(cells)} | {', '.join(f'{s.miou:.2f}' for s in outcome.scores[key])} |")
+                     f"{' | '.join(cells)} | {', '.join(f'{s.miou:.2f}' for s in outcome.scores[key])} | {end} |")
     return lines
 
 
@@ -710,7 +713,8 @@ def experiment_reading(experiment: Experiment, outcome: ExperimentOutcome) -> st
              f"{max((len(v) for v in outcome.scores.values()), default=0)} seeds."]
     if outcome.best:
         parts.append(f"The sweep's best on the first seed was {short[outcome.best]}.")
-    for key, other in experiment.contrasts:
+    contrasts = (*experiment.contrasts, *([(outcome.best, experiment.methods[0].key)] if outcome.best and experiment.methods else []))
+    for key, other in contrasts:
         if key in metrics["miou"] and other in metrics["miou"]:
             parts.append(f"{short[key]} {versus(key, other, 'miou')} overall and {versus(key, other, 'unseen')} on unseen classes.")
     lifted = [k for k in trained if compare(metrics, k, "clipseg_init", "miou") == "beats"]
@@ -735,21 +739,23 @@ def plot_traces(outcome: ExperimentOutcome, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (terms_axis, score_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {key: f"C{i}" for i, key in enumerate(outcome.traces)}  # one colour per setting in both panels
     for key, seeds in outcome.run_dirs.items():
         if key not in outcome.traces:
             continue
         records = [json.loads(line) for line in (seeds[min(seeds)] / "metrics.jsonl").read_text().splitlines() if line.strip()]
         steps = [r["step"] for r in records]
-        total = terms_axis.plot(steps, [sum(r[f"loss_{t}"] for t in TERMS) for r in records], label=f"{outcome.methods[key].short}: total")
+        terms_axis.plot(steps, [sum(r[f"loss_{t}"] for t in TERMS) for r in records], color=colors[key],
+                        label=f"{outcome.methods[key].short}: total")
         if key == outcome.best:
             for term, style in zip(TERMS, (":", "--", "-.", (0, (1, 3))), strict=True):
-                terms_axis.plot(steps, [r[f"loss_{term}"] for r in records], linestyle=style, color=total[0].get_color(), alpha=0.7,
+                terms_axis.plot(steps, [r[f"loss_{term}"] for r in records], linestyle=style, color=colors[key], alpha=0.7,
                                 label=f"L_{term}")
     for key, by_seed in outcome.traces.items():
         steps = sorted({step for trace in by_seed.values() for step, _ in trace})
         for metric, style in (("miou", "-"), ("unseen", "--")):
             means = [statistics.fmean(getattr(s, metric) for trace in by_seed.values() for st, s in trace if st == step) for step in steps]
-            score_axis.plot(steps, means, style, marker="o", label=f"{outcome.methods[key].short} ({len(by_seed)} seeds): "
+            score_axis.plot(steps, means, style, marker="o", color=colors[key], label=f"{outcome.methods[key].short} ({len(by_seed)} seeds): "
                             f"{'mIoU' if metric == 'miou' else 'unseen'}")
     start = statistics.fmean(s.miou for s in outcome.scores["clipseg_init"])
     score_axis.axhline(start, color="gray", linewidth=1, label="CLIPSeg stand-in (mIoU)")
