@@ -7,6 +7,12 @@ other (each keeps at least half of itself visible); colours are chosen to contra
 background. The caption's categories, as ``extract_categories`` reads them, are exactly the
 scene's class names. Scene ``i`` of seed ``s`` depends only on ``(s, i)``.
 
+Two caption styles (``CAPTION_STYLES``) describe the same images: ``exhaustive`` (the default, above)
+names every region; ``web`` reads like a CC12M caption: it names 1-3 salient things (larger
+objects first, a background now and then) in varied phrasing, and sometimes adds a word that has
+no region ("a photo of a red star, my favourite gift"), which becomes a category as noun
+extraction would make it.
+
 On disk (``write_synthetic_dataset`` or ``python -m synseg_core.data.synthetic OUT``) one folder
 holds both formats, sharing the images:
 
@@ -53,6 +59,12 @@ _UPPER = {"sky": "under", "brick wall": "in front of"}  # stuff above a horizon,
 _MIN_CONTRAST = 150  # L1 RGB distance between an object's colour and 90% of the background pixels
 _MIN_VISIBLE = 0.5  # fraction of a shape that must stay visible after occlusion
 _SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point precision
+CAPTION_STYLES = ("exhaustive", "web")
+# Nouns a web caption uses for what is not in the picture; none is a class or a word of a class.
+ABSENT_WORDS = ("photo", "day", "gift", "morning", "family", "vacation", "idea", "friend", "story", "weekend")
+_ABSENT_RATE = 0.3  # fraction of web captions with one absent word
+_WEB_THINGS = ("{}", "a photo of {}", "{} in the picture", "close-up of {}", "look at {}!", "{}, seen from above")
+_WEB_ABSENT = ("{}, a nice {}", "{} on a sunny {}", "my {}: {}", "{} from our {}")
 
 
 @dataclass
@@ -106,8 +118,14 @@ _SHAPES: dict[str, list[tuple[np.ndarray, bool]]] = {
 _ROTATABLE = frozenset(OBJECT_CLASSES) - {"circle", "ring"}
 
 
-def generate_scene(seed: int | Sequence[int], size: int = 64) -> SyntheticScene:
-    """One scene, a pure function of ``seed`` (an int or a sequence such as ``(seed, index)``)."""
+def generate_scene(seed: int | Sequence[int], size: int = 64, caption_style: str = "exhaustive") -> SyntheticScene:
+    """One scene, a pure function of ``seed`` (an int or a sequence such as ``(seed, index)``).
+
+    ``caption_style`` (``CAPTION_STYLES``) changes the caption and categories only: the image and
+    mask of a seed are the same in every style.
+    """
+    if caption_style not in CAPTION_STYLES:
+        raise ValueError(f"unknown caption style {caption_style!r}; expected one of {', '.join(CAPTION_STYLES)}")
     rng = np.random.default_rng(seed)
     xx, yy = _grid(size)
     if rng.random() < 0.5:
@@ -123,7 +141,7 @@ def generate_scene(seed: int | Sequence[int], size: int = 64) -> SyntheticScene:
         mask = np.where(upper, CLASSES.index(stuff[1]), CLASSES.index(stuff[0]))
     objects = _place_objects(rng, size, image, mask)
     image += rng.standard_normal((size, size, 1), dtype=np.float32) * 4  # sensor noise (luminance)
-    caption, categories = _caption(rng, objects, stuff)
+    caption, categories = (_caption if caption_style == "exhaustive" else _web_caption)(rng, objects, stuff)
     return SyntheticScene(np.clip(image, 0, 255).astype(np.uint8), mask, caption, categories)
 
 
@@ -243,12 +261,7 @@ _TEXTURES = {"floor": _striped_floor, "carpet": _checkered_carpet, "grass": _gra
 
 def _caption(rng: np.random.Generator, objects: list[_Object], stuff: list[str]) -> tuple[str, list[str]]:
     """A caption naming every object and background, and its categories in caption order."""
-    phrases = []
-    for obj in objects:
-        size_word = "small " if obj.radius_fraction < 0.17 else "large " if obj.radius_fraction > 0.23 else ""
-        words = f"{size_word}{obj.color} {obj.name}"
-        phrases.append(("an " if words[0] in "aeiou" else "a ") + words)
-    things = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    things = _join([_object_phrase(obj) for obj in objects])
     ground = str(rng.choice(_STUFF_PHRASES[stuff[0]]))
     object_names = [o.name for o in objects]
     if len(stuff) == 2:
@@ -259,7 +272,42 @@ def _caption(rng: np.random.Generator, objects: list[_Object], stuff: list[str])
     return f"{things} {rng.choice(['on', 'lying on'])} {ground}", object_names + stuff
 
 
-def write_synthetic_dataset(out: str | Path, num: int, seed: int = 0, size: int = 64, progress: bool = True) -> Path:
+def _object_phrase(obj: _Object, color: bool = True) -> str:
+    size_word = "small " if obj.radius_fraction < 0.17 else "large " if obj.radius_fraction > 0.23 else ""
+    words = f"{size_word}{obj.color + ' ' if color else ''}{obj.name}"
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _web_caption(rng: np.random.Generator, objects: list[_Object], stuff: list[str]) -> tuple[str, list[str]]:
+    """A CC12M-like caption: 1-3 salient things (objects by size, then backgrounds), sometimes a word with no region."""
+    salient = sorted(objects, key=lambda o: -o.area)
+    count = int(rng.integers(1, 4))
+    named_objects = salient[:count] if rng.random() < 0.85 else salient[:max(0, count - 1)]
+    named_stuff = [str(s) for s in rng.permutation(stuff)][:max(0, min(count - len(named_objects), len(stuff)))]
+    if not named_objects and not named_stuff:
+        named_stuff = [stuff[0]]
+    phrases = [_object_phrase(o, color=rng.random() < 0.7) for o in named_objects]
+    if named_objects and named_stuff:
+        place = str(rng.choice(_STUFF_PHRASES[named_stuff[0]]))
+        things = f"{_join(phrases)} {rng.choice(['on', 'with', 'and', 'over'])} {place}"
+        things += "".join(f" and {rng.choice(_STUFF_PHRASES[s])}" for s in named_stuff[1:])
+    else:
+        things = _join(phrases + [str(rng.choice(_STUFF_PHRASES[s])) for s in named_stuff])
+    categories = [o.name for o in named_objects] + named_stuff
+    if rng.random() < _ABSENT_RATE:
+        absent = str(rng.choice(ABSENT_WORDS))
+        template = str(rng.choice(_WEB_ABSENT))
+        caption = template.format(absent, things) if template.startswith("my") else template.format(things, absent)
+        return caption, categories + [absent]
+    return str(rng.choice(_WEB_THINGS)).format(things), categories
+
+
+def _join(phrases: list[str]) -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def write_synthetic_dataset(out: str | Path, num: int, seed: int = 0, size: int = 64, progress: bool = True,
+                            caption_style: str = "exhaustive") -> Path:
     """Write ``num`` scenes to ``out`` in both layouts (module docstring). Returns ``out``."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -267,7 +315,7 @@ def write_synthetic_dataset(out: str | Path, num: int, seed: int = 0, size: int 
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     with (out / "captions.jsonl").open("w") as manifest:
         for i in tqdm(range(num), desc="synthetic scenes", unit="scene", disable=not progress):
-            scene = generate_scene((seed, i), size)
+            scene = generate_scene((seed, i), size, caption_style)
             name = f"{i:06d}"
             Image.fromarray(scene.image).save(out / "images" / f"{name}.png", compress_level=1)
             Image.fromarray(scene.mask.astype(np.uint8)).save(out / "masks" / f"{name}.png", compress_level=1)
@@ -287,10 +335,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num", type=int, default=1000, help="number of scenes (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="scene i depends only on (seed, i) (default 0)")
     parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    parser.add_argument("--captions", choices=CAPTION_STYLES, default="exhaustive",
+                        help="caption style: every region named, or CC12M-like (1-3 salient things, sometimes an absent word)")
     args = parser.parse_args(argv)
     if args.num < 1 or args.size < 16:
         parser.error("--num must be >= 1 and --size >= 16")
-    write_synthetic_dataset(args.out, args.num, args.seed, args.size)
+    write_synthetic_dataset(args.out, args.num, args.seed, args.size, caption_style=args.captions)
     print(f"wrote {args.num} scenes to {args.out}")
 
 
