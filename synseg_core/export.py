@@ -261,12 +261,13 @@ def postprocess_graph(opset: int) -> Any:
     shape = op("Shape", LOGITS)
     batch, classes, height, width = (part(shape, index) for index in range(4))
     out_h, out_w = part(SIZE, 0), part(SIZE, 1)
-    y0, y_next, y_lam, y_start, y_count, rows = axis_taps(out_h, height)
-    x0, x_next, x_lam, x_start, x_count, cols = axis_taps(out_w, width)
+    _, y_next, y_lam, y_start, y_count, rows = axis_taps(out_h, height)
+    _, x_next, x_lam, x_start, x_count, cols = axis_taps(out_w, width)
 
     winner = op("ArgMax", LOGITS, axis=1, keepdims=0, select_last_index=0)  # [B, h, w]
     best = reduce("ReduceMax", LOGITS, 1, keepdims=1)  # [B, 1, h, w]
-    dense_labels = op("Gather", op("Gather", op("Cast", winner, to=TensorProto.INT32), y0, axis=1), x0, axis=2)  # [B, H, W]
+    # the winner of the first tap: a nearest resize with floor, half-pixel centres, picks i0 as axis_taps does
+    dense_labels = op("Resize", unsqueeze(op("Cast", winner, to=TensorProto.INT32), 1), "", "", op("Concat", batch, const(1), SIZE, axis=0), mode="nearest", nearest_mode="floor", coordinate_transformation_mode="half_pixel")
     best_sizes = op("Concat", batch, const(1), SIZE, axis=0)
     dense_best = op("Resize", best, "", "", best_sizes, mode="linear", coordinate_transformation_mode="half_pixel")
 
