@@ -8,6 +8,15 @@ referred region) on scenes of their own seed, restricted to ``SEEN_CLASSES``. St
 captions only; the ``UNSEEN_CLASSES`` never had a mask anywhere, so what the model segments of
 them it learned from captions (or from the text embedding alone).
 
+What the referring phrases say (``REFERRING``):
+
+- ``names``: a seen class name refers to that class's pixels;
+- ``attributes``: half the phrases are seen class names, half are referring expressions built from
+  words that seen and unseen classes share, as PhraseCut's are ("red thing", "large shape", "blue
+  star", "shape", "background"). "red thing" refers to every red shape, unseen classes included, so the
+  stand-in learns to follow the text embedding beyond the 10 names; no unseen class name is ever
+  said with a mask.
+
     python -m benchmarks.clipseg_init PHRASECUT_DIR CLIP.safetensors OUT_DIR --steps 1500
 """
 from __future__ import annotations
@@ -16,6 +25,8 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +35,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from benchmarks.stage1_clip import BENCHMARK_CLIP, normalise
-from synseg_core.checkpoint import save_model
+from synseg_core.checkpoint import read_clip_config, save_model
 from synseg_core.data.benchmarks import get_dataset
-from synseg_core.data.synthetic import CLASSES
+from synseg_core.data.synthetic import CLASSES, COLORS, OBJECT_CLASSES, STUFF_CLASSES, SceneObject, read_objects
 from synseg_core.model.synseg import create_model
 from synseg_core.weights import load_clip_weights
 
@@ -34,6 +45,36 @@ from synseg_core.weights import load_clip_weights
 SEEN_CLASSES = ("circle", "star", "ring", "square", "triangle", "cross", "heart", "floor", "carpet", "grass")
 UNSEEN_CLASSES = tuple(c for c in CLASSES if c not in SEEN_CLASSES)
 WORDS_PER_IMAGE = 4  # referring phrases per image and step: the seen classes present, then absent ones (empty masks)
+REFERRING = ("names", "attributes")
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A referring expression of the ``attributes`` mode: the shapes whose every given attribute matches, or the stuff."""
+
+    text: str
+    color: str | None = None
+    size: str | None = None
+    shape: str | None = None
+    stuff: bool = False
+
+    def classes(self, objects: Sequence[SceneObject]) -> list[int]:
+        """Ids of the classes whose pixels the expression refers to in a scene with these shapes."""
+        if self.stuff:
+            return [CLASSES.index(name) for name in STUFF_CLASSES]
+        return [CLASSES.index(o.name) for o in objects if self.color in (None, o.color) and self.size in (None, o.size)
+                and self.shape in (None, o.name)]
+
+
+SEEN_SHAPES = tuple(c for c in SEEN_CLASSES if c in OBJECT_CLASSES)
+EXPRESSIONS = (
+    *(Expression(f"{color} thing", color=color) for color in COLORS),
+    *(Expression(f"{size} shape", size=size) for size in ("small", "large")),
+    *(Expression(f"{color} {shape}", color=color, shape=shape) for color in COLORS for shape in SEEN_SHAPES),
+    Expression("shape"),
+    Expression("background", stuff=True),
+)
+assert not any(word in UNSEEN_CLASSES for e in EXPRESSIONS for word in e.text.split())
 
 
 def load_referring_data(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +98,31 @@ def referred_classes(masks: torch.Tensor, seen: torch.Tensor, generator: torch.G
     return torch.stack(rows)
 
 
+def referred_expressions(objects: Sequence[Sequence[SceneObject]], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each scene, ``WORDS_PER_IMAGE // 2`` expressions (those that refer to something first, in random order).
+
+    Returns expression ids ``[B, E]`` into ``EXPRESSIONS`` and what each refers to, ``bool [B, E, C]`` over ``CLASSES``.
+    """
+    count = WORDS_PER_IMAGE // 2
+    ids, members = [], []
+    for shapes in objects:
+        order = torch.randperm(len(EXPRESSIONS), generator=generator).tolist()
+        referred = [[i, EXPRESSIONS[i].classes(shapes)] for i in order]
+        chosen = sorted(referred, key=lambda item: not item[1])[:count]  # stable: random order within each group
+        member = torch.zeros(count, len(CLASSES), dtype=torch.bool)
+        for row, (_, classes) in enumerate(chosen):
+            member[row, classes] = True
+        ids.append(torch.tensor([i for i, _ in chosen]))
+        members.append(member)
+    return torch.stack(ids), torch.stack(members)
+
+
+def referred_masks(masks: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """Label masks int64 [B, S, S] and the classes each phrase refers to, bool [B, K, C] -> bool [B, K, S, S]."""
+    pixels = masks.flatten(1).unsqueeze(1).expand(-1, member.shape[1], -1)  # [B, K, S*S] class ids
+    return member.gather(2, pixels).view(*member.shape[:2], *masks.shape[1:])
+
+
 def train_clipseg_init(
     root: Path,
     clip_weights: Path,
@@ -67,18 +133,25 @@ def train_clipseg_init(
     min_lr: float = 1e-4,
     seed: int = 0,
     progress: bool = True,
+    referring: str = "names",
 ) -> dict[str, float]:
     """Train FiLM + decoder with BCE on referring masks of the seen classes; write a SynSeg checkpoint to ``out``.
 
-    The FSS projector is left at its initialisation (CLIPSeg has none). Returns the first and last
-    logged losses and the wall time.
+    ``referring`` (``REFERRING``) says what the phrases are (module docstring); ``attributes`` needs the
+    folder's ``objects.jsonl``. The FSS projector is left at its initialisation (CLIPSeg has none).
+    Returns the first and last logged losses and the wall time.
     """
+    if referring not in REFERRING:
+        raise ValueError(f"unknown referring mode {referring!r}; expected one of {', '.join(REFERRING)}")
     torch.manual_seed(seed)
-    model = load_clip_weights(create_model("tiny", seed=seed, clip_config=BENCHMARK_CLIP), clip_weights)
+    model = load_clip_weights(create_model("tiny", seed=seed, clip_config=read_clip_config(clip_weights) or BENCHMARK_CLIP), clip_weights)
     images, masks = load_referring_data(root)
+    objects = read_objects(root) if referring == "attributes" else None
     seen = torch.tensor([CLASSES.index(name) for name in SEEN_CLASSES])
     with torch.no_grad():
         words = model.encode_text(list(CLASSES), "single")  # [C, T]: every class can be referred to by its row
+        if objects is not None:
+            words = torch.cat([words, model.encode_text([e.text for e in EXPRESSIONS], "single")])  # then every expression
     parameters = list(model.decoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
@@ -90,10 +163,15 @@ def train_clipseg_init(
             group["lr"] = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * step / steps))
         index = torch.randint(len(images), (batch_size,), generator=generator)
         referred = referred_classes(masks[index], seen, generator)  # [B, K]
+        member = referred[:, :, None] == torch.arange(len(CLASSES))  # [B, K, C]: the classes each phrase refers to
+        if objects is not None:  # half names, half expressions
+            expressions, refers = referred_expressions([objects[i] for i in index.tolist()], generator)
+            referred = torch.cat([referred[:, :WORDS_PER_IMAGE - expressions.shape[1]], expressions + len(CLASSES)], 1)
+            member = torch.cat([member[:, :WORDS_PER_IMAGE - expressions.shape[1]], refers], 1)
         with torch.no_grad():
             features = model.encode_image(normalise(images[index]))
         logits = model.decode(features, words[referred]).logits  # [B, K, S, S]
-        target = (masks[index].unsqueeze(1) == referred[:, :, None, None]).float()
+        target = referred_masks(masks[index], member).float()
         loss = F.binary_cross_entropy_with_logits(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,11 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500, help="optimiser steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per step (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="initialisation and sampling seed (default: %(default)s)")
+    parser.add_argument("--referring", choices=REFERRING, default="names",
+                        help="names: seen class names only; attributes: half of them referring expressions of shared words "
+                        "(colour, size, 'shape', 'background'; needs ROOT/objects.jsonl) (default: %(default)s)")
     args = parser.parse_args(argv)
     for path in (args.root / "classes.txt", args.clip_weights):
         if not path.is_file():
             parser.error(f"{path}: no such file")
-    stats = train_clipseg_init(args.root, args.clip_weights, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    if args.referring == "attributes" and not (args.root / "objects.jsonl").is_file():
+        parser.error(f"{args.root / 'objects.jsonl'}: no such file; --referring attributes needs the shapes' attributes "
+                     "(write the folder again with python -m synseg_core.data.synthetic)")
+    stats = train_clipseg_init(args.root, args.clip_weights, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                               referring=args.referring)
     print(f"{args.out}: BCE {stats['loss_first']:.3f} -> {stats['loss_last']:.3f} in {stats['seconds']:.0f} s")
     return 0
 

@@ -112,6 +112,32 @@ VISUAL = "model.overrides.fss_source=visual"
 
 
 @dataclass(frozen=True)
+class Start:
+    """A CLIPSeg stand-in that stage-2 runs fine-tune: the patch size of its stage-1 CLIP (64-px images, so patch 8 is an
+    8x8 token grid and patch 4 a 16x16 one) and what its referring phrases say (``benchmarks.clipseg_init.REFERRING``)."""
+
+    key: str  # its own row in the tables (the stand-in alone, one per seed) and its folders' prefix
+    label: str
+    short: str
+    patch: int = 8
+    referring: str = "names"
+
+    @property
+    def maskclip(self) -> str:
+        """The key of the training-free MaskCLIP row on this start's CLIP."""
+        return "maskclip" if self.patch == 8 else f"maskclip_p{self.patch}"
+
+
+STARTS = {s.key: s for s in (
+    Start("clipseg_init", "CLIPSeg stand-in alone (masks of the 10 seen classes; the initialisation)", "the CLIPSeg stand-in"),
+    Start("clipseg_attr", "CLIPSeg stand-in on referring expressions (seen names + shared attribute words)",
+          "the attribute stand-in", referring="attributes"),
+    Start("clipseg_attr_p4", "CLIPSeg stand-in on referring expressions, 16x16 patch grid (patch 4)", "the 16x16 attribute stand-in",
+          patch=4, referring="attributes"),
+)}
+
+
+@dataclass(frozen=True)
 class Method:
     key: str
     label: str
@@ -123,6 +149,7 @@ class Method:
     captions: str = "exhaustive"  # the caption style of its stage-2 training data (``CAPTION_STYLES``)
     steps: int = 1  # stage-2 steps in multiples of the scale's
     trace: bool = False  # keep TRACE_POINTS checkpoints along the run, to score it against steps
+    start: str = "clipseg_init"  # the CLIPSeg stand-in (``STARTS``) of a CLIPSEG run, or whose CLIP a training-free row reads
 
     @property
     def trained(self) -> bool:
@@ -133,7 +160,7 @@ METHODS = (
     Method("maskclip", "MaskCLIP (training-free dense CLIP)", "MaskCLIP", init=None),
     Method("naclip", "NACLIP (training-free: k-k attention + neighbourhood prior, reduced last block)", "NACLIP", init=None),
     Method("clearclip", "ClearCLIP (training-free: q-q attention, reduced last block)", "ClearCLIP", init=None),
-    Method("clipseg_init", "CLIPSeg stand-in alone (masks of the 10 seen classes; the initialisation)", "the CLIPSeg stand-in", init=None),
+    Method("clipseg_init", STARTS["clipseg_init"].label, STARTS["clipseg_init"].short, init=None),
     Method("synseg", "SynSeg (MCCL + FSS on FiLM-conditioned features, the paper's wording)", "SynSeg (conditional FSS)", ("loss.name=mccl",)),
     # Not in the paper's wording: FSS pools the text-free features before FiLM (closes the FiLM shortcut; see the analysis).
     Method("synseg_visual", "SynSeg, FSS on text-free features (fss_source=visual)", "SynSeg (text-free FSS)", ("loss.name=mccl", VISUAL)),
@@ -433,8 +460,8 @@ class Benchmark:
                                     (self.phrasecut_dir, self.scale.phrasecut_scenes, PHRASECUT_SEED)):
             marker = folder / "done.json"
             wanted = {"num": count, "seed": seed}
-            if marker.is_file() and json.loads(marker.read_text()) == wanted:
-                continue
+            if marker.is_file() and json.loads(marker.read_text()) == wanted and (folder / "objects.jsonl").is_file():
+                continue  # (a folder written before shapes' attributes were is written again: the same scenes)
             start = time.perf_counter()
             write_synthetic_dataset(folder, count, seed=seed, progress=False)
             write_json(marker, wanted)
@@ -468,19 +495,26 @@ class Benchmark:
         self._timed(name, start)
         return stats
 
-    def stage1(self) -> dict[str, float]:
-        return self._stage("stage1", self.clip, lambda: train_clip(
-            self.train_dir / "captions.jsonl", self.clip, steps=self.scale.stage1_steps, batch_size=self.scale.stage1_batch, seed=0,
-            progress=False))
+    def clip_weights(self, patch: int = 8) -> Path:
+        """The stage-1 CLIP with this patch size."""
+        return self.clip if patch == 8 else self.out / f"stage1_p{patch}" / "clip.safetensors"
 
-    def clipseg(self, seed: int) -> Path:
-        """The CLIPSeg stand-in that stage-2 runs of ``seed`` start from."""
-        return self.out / f"clipseg_init_seed{seed}" / "model"
+    def stage1(self, patch: int = 8) -> dict[str, float]:
+        config = {**BENCHMARK_CLIP, "vision_cfg": {**BENCHMARK_CLIP["vision_cfg"], "patch_size": patch}}
+        path = self.clip_weights(patch)
+        return self._stage(path.parent.name, path, lambda: train_clip(
+            self.train_dir / "captions.jsonl", path, steps=self.scale.stage1_steps, batch_size=self.scale.stage1_batch, seed=0,
+            config=config, progress=False))
 
-    def clipseg_init(self, seed: int) -> dict[str, float]:
-        model = self.clipseg(seed)
+    def clipseg(self, seed: int, start: str = "clipseg_init") -> Path:
+        """The CLIPSeg stand-in ``start`` (``STARTS``) that stage-2 runs of ``seed`` start from."""
+        return self.out / f"{start}_seed{seed}" / "model"
+
+    def clipseg_init(self, seed: int, start: str = "clipseg_init") -> dict[str, float]:
+        model, spec = self.clipseg(seed, start), STARTS[start]
         return self._stage(model.parent.name, model / CONFIG_NAME, lambda: train_clipseg_init(
-            self.phrasecut_dir, self.clip, model, steps=self.scale.clipseg_steps, seed=seed, progress=False))
+            self.phrasecut_dir, self.clip_weights(spec.patch), model, steps=self.scale.clipseg_steps, seed=seed, progress=False,
+            referring=spec.referring))
 
     def stage2(self, method: Method, seed: int) -> Path:
         run_dir = self.out / "runs" / run_name(method, seed)
@@ -489,7 +523,8 @@ class Benchmark:
             return model
         start = time.perf_counter()
         resume = (run_dir / "config.yaml").is_file()
-        command = stage2_command(method, seed, self.scale, self.clip, self.clipseg(seed), self.manifest(method.captions), run_dir, resume)
+        command = stage2_command(method, seed, self.scale, self.clip, self.clipseg(seed, method.start), self.manifest(method.captions),
+                                 run_dir, resume)
         log.info("stage 2: %s seed %d%s", method.label, seed, " (resuming)" if resume else "")
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         # One thread per run and `jobs` runs at a time: tiny models gain little from a second thread,
@@ -572,19 +607,23 @@ class Benchmark:
     def experiment(self, experiment: Experiment) -> ExperimentOutcome:
         """Every step of one experiment, skipping the finished ones."""
         self.data()
-        self.stage1()
-        for seed in self.scale.seeds:
-            self.clipseg_init(seed)
+        starts = experiment.starts
+        for spec in starts:
+            self.stage1(spec.patch)
+            for seed in self.scale.seeds:
+                self.clipseg_init(seed, spec.key)
         first = self.scale.seeds[0]
         found = self._train_and_score([(m, first) for m in experiment.sweep])
         best = max(experiment.sweep, key=lambda m: found[m.key, first][0].miou) if experiment.sweep else None
         methods = (*experiment.methods, *([best] if best else []))
         found |= self._train_and_score([(m, seed) for seed in self.scale.seeds for m in methods])
-        rows = {k: _BY_KEY[k] for k in REFERENCES} | {m.key: m for m in (*experiment.methods, *experiment.sweep)}
+        rows = {m.key: m for m in references(starts)} | {m.key: m for m in (*experiment.methods, *experiment.sweep)}
         scores = {k: [score for (key, _), (score, _) in found.items() if key == k] for k in rows}
-        scores["clipseg_init"] = [Score.from_results(self.evaluate(f"clipseg_init_seed{s}", ["-c", str(self.clipseg(s))]))
-                                  for s in self.scale.seeds]
-        scores["maskclip"] = [Score.from_results(self.evaluate("maskclip", ["-c", str(self.clipseg(first)), "--method", "maskclip"]))]
+        for spec in starts:  # the references: each stand-in alone on every seed, MaskCLIP once on its CLIP
+            scores[spec.key] = [Score.from_results(self.evaluate(f"{spec.key}_seed{s}", ["-c", str(self.clipseg(s, spec.key))]))
+                                for s in self.scale.seeds]
+            scores[spec.maskclip] = [Score.from_results(self.evaluate(spec.maskclip, ["-c", str(self.clipseg(first, spec.key)),
+                                                                                       "--method", "maskclip"]))]
         run_dirs: dict[str, dict[int, Path]] = {}
         for (key, seed), (_, run_dir) in found.items():
             run_dirs.setdefault(key, {})[seed] = run_dir
@@ -642,10 +681,31 @@ class Experiment:
     sweep: tuple[Method, ...] = ()  # tried on the first seed only; the best (overall mIoU) then runs on every seed
     contrasts: tuple[tuple[str, str], ...] = ()  # (method, other) pairs the reading compares
 
+    @property
+    def starts(self) -> tuple[Start, ...]:
+        """The CLIPSeg stand-ins its runs fine-tune, in order of first use."""
+        return tuple(STARTS[k] for k in dict.fromkeys(m.start for m in (*self.methods, *self.sweep)))
+
+
+def references(starts: Sequence[Start]) -> list[Method]:
+    """The rows every experiment table leads with: each stand-in alone, and training-free MaskCLIP on each stand-in's CLIP."""
+    rows = [Method(s.key, s.label, s.short, init=None, start=s.key) for s in starts]
+    maskclip = {s.maskclip: s for s in starts}
+    rows += [Method(k, "MaskCLIP (training-free dense CLIP)" + (f", patch {s.patch}" if s.patch != 8 else ""), "MaskCLIP" +
+                    (f" (patch {s.patch})" if s.patch != 8 else ""), init=None, start=s.key) for k, s in maskclip.items()]
+    return rows
+
 
 def _web(method: Method) -> Method:
     return Method(f"{method.key}_web", f"{method.label}, CC12M-like captions", f"{method.short} on web captions", method.overrides,
                   captions="web")
+
+
+def _from(method: Method, start: str) -> Method:
+    """``method`` fine-tuning another CLIPSeg stand-in (``STARTS``)."""
+    spec = STARTS[start]
+    return Method(f"{method.key}_{start.removeprefix('clipseg_')}", f"{method.label}, from {spec.short}", f"{method.short} from {spec.short}",
+                  method.overrides, captions=method.captions, start=start)
 
 
 def _long(lr: float) -> Method:
@@ -654,7 +714,6 @@ def _long(lr: float) -> Method:
 
 
 _BY_KEY = {m.key: m for m in METHODS}
-REFERENCES = ("clipseg_init", "maskclip")  # rows of every experiment table: the start and the training-free baseline
 EXPERIMENTS = {
     e.name: e for e in (
         Experiment("captions", "Caption style: exhaustive captions (every region named) against CC12M-like ones (1-3 salient "
@@ -669,6 +728,13 @@ EXPERIMENTS = {
                                                              ("loss.name=mccl", VISUAL, f"loss.weights.{t}=0"), removes=t, captions="web")
                                                       for t in TERMS)),
                    contrasts=tuple((f"no_{t}_web", "synseg_visual_web") for t in TERMS)),
+        Experiment("attributes", "A start that generalises a little: the CLIPSeg stand-in trained on referring expressions whose "
+                   "words (colour, size, 'shape', 'background') seen and unseen classes share, then MCCL on CC12M-like captions with "
+                   "both FSS sources",
+                   tuple(_from(_web(_BY_KEY[k]), "clipseg_attr") for k in ("synseg", "synseg_visual"))),
+        Experiment("resolution", "Resolution: the attribute stand-in and MCCL on CC12M-like captions with a 16x16 patch grid "
+                   "(patch 4 on the 64-px scenes; the other experiments use 8x8), both FSS sources",
+                   tuple(_from(_web(_BY_KEY[k]), "clipseg_attr_p4") for k in ("synseg", "synseg_visual"))),
     )
 }
 
@@ -684,8 +750,8 @@ class ExperimentOutcome:
 
 def experiment_table(outcome: ExperimentOutcome) -> list[str]:
     metrics = {name: summarise({k: [getattr(s, name) for s in v] for k, v in outcome.scores.items()}) for name in ("miou", "seen", "unseen")}
-    lines = ["| Setting | captions | stage-2 steps | seeds | mIoU (19) | seen (10) | unseen (9) | per seed (mIoU) | MCCL at the end (first seed) |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| Setting | start | captions | stage-2 steps | seeds | mIoU (19) | seen (10) | unseen (9) | per seed (mIoU) | "
+             "MCCL at the end (first seed) |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for key, method in outcome.methods.items():
         if key not in outcome.scores:
             continue
@@ -694,7 +760,8 @@ def experiment_table(outcome: ExperimentOutcome) -> list[str]:
         runs = outcome.run_dirs.get(key)
         terms = run_terms(runs[min(runs)]) if runs and method.removes is None else None  # an ablation's total lacks a term
         end = f"{sum(terms.values()):.3f}" if terms else "-"
-        lines.append(f"| {method.label} | {method.captions if method.trained else '-'} | {steps} | {len(outcome.scores[key])} | "
+        start = STARTS[method.start].short if method.trained else "-"
+        lines.append(f"| {method.label} | {start} | {method.captions if method.trained else '-'} | {steps} | {len(outcome.scores[key])} | "
                      f"{' | '.join(cells)} | {', '.join(f'{s.miou:.2f}' for s in outcome.scores[key])} | {end} |")
     return lines
 
@@ -717,13 +784,18 @@ def experiment_reading(experiment: Experiment, outcome: ExperimentOutcome) -> st
     for key, other in contrasts:
         if key in metrics["miou"] and other in metrics["miou"]:
             parts.append(f"{short[key]} {versus(key, other, 'miou')} overall and {versus(key, other, 'unseen')} on unseen classes.")
-    lifted = [k for k in trained if compare(metrics, k, "clipseg_init", "miou") == "beats"]
-    target = [k for k in trained if metrics["unseen"][k]["mean"] - metrics["unseen"]["clipseg_init"]["mean"] >= 3
-              and compare(metrics, k, "clipseg_init", "unseen") == "beats" and compare(metrics, k, "maskclip", "miou") == "beats"]
+    start = {k: outcome.methods[k].start for k in trained}  # each setting against its own stand-in and MaskCLIP on its CLIP
+    lifted = [k for k in trained if compare(metrics, k, start[k], "miou") == "beats"]
+    target = [k for k in trained if metrics["unseen"][k]["mean"] - metrics["unseen"][start[k]]["mean"] >= 3
+              and compare(metrics, k, start[k], "unseen") == "beats" and compare(metrics, k, STARTS[start[k]].maskclip, "miou") == "beats"]
+    for key in dict.fromkeys(start.values()):
+        if key in metrics["unseen"]:
+            parts.append(f"{STARTS[key].short.capitalize()} scores {metrics['unseen'][key]['mean']:.2f} ± "
+                         f"{metrics['unseen'][key]['std']:.2f} on unseen classes.")
     if trained:
         best = max(trained, key=lambda k: metrics["miou"][k]["mean"])
-        parts.append(f"The best setting, {short[best]}, {versus(best, 'clipseg_init', 'miou')} overall and "
-                     f"{versus(best, 'clipseg_init', 'unseen')} on unseen classes.")
+        parts.append(f"The best setting, {short[best]}, {versus(best, start[best], 'miou')} overall and "
+                     f"{versus(best, start[best], 'unseen')} on unseen classes.")
         parts.append(f"The paper's claim that MCCL + FSS lifts its CLIPSeg start holds beyond the seed spread (overall mIoU) in "
                      f"{len(lifted)} of {len(trained)} settings{' (' + ', '.join(short[k] for k in lifted) + ')' if lifted else ''}; "
                      f"the issue's target (unseen +3 over the start and above MaskCLIP overall, beyond the spread) is met by "
@@ -757,8 +829,9 @@ def plot_traces(outcome: ExperimentOutcome, path: Path) -> None:
             means = [statistics.fmean(getattr(s, metric) for trace in by_seed.values() for st, s in trace if st == step) for step in steps]
             score_axis.plot(steps, means, style, marker="o", color=colors[key], label=f"{outcome.methods[key].short} ({len(by_seed)} seeds): "
                             f"{'mIoU' if metric == 'miou' else 'unseen'}")
-    start = statistics.fmean(s.miou for s in outcome.scores["clipseg_init"])
-    score_axis.axhline(start, color="gray", linewidth=1, label="CLIPSeg stand-in (mIoU)")
+    for key in dict.fromkeys(outcome.methods[k].start for k in outcome.traces):
+        start = statistics.fmean(s.miou for s in outcome.scores[key])
+        score_axis.axhline(start, color="gray", linewidth=1, label=f"{STARTS[key].short} (mIoU)")
     terms_axis.set(xlabel="stage-2 step", ylabel="MCCL (first seed)", title="MCCL terms")
     score_axis.set(xlabel="stage-2 step", ylabel="held-out mIoU (%)", title="mIoU against steps")
     for axis in (terms_axis, score_axis):
@@ -774,7 +847,8 @@ def experiment_markdown(experiment: Experiment, outcome: ExperimentOutcome, cont
              f"Generated by `{context['command']}` ({context['minutes']:.1f} min in {context['invocations']} invocation(s), "
              f"finished {context['finished']}; scale: {context['scale']['train_scenes']} training scenes, "
              f"{context['scale']['stage2_steps']} stage-2 steps x {context['scale']['stage2_batch']} images per 1x). Same data, "
-             "stage-1 CLIP and CLIPSeg stand-ins as the table above; the caption style changes only the stage-2 captions "
+             "stage-1 CLIP as the table above unless the start's patch grid differs; the start column names the CLIPSeg stand-in "
+             "each run fine-tunes (`benchmarks/clipseg_init.py`); the caption style changes only the stage-2 captions "
              "(the stage-1 CLIP is trained on the exhaustive ones for every row).", "", *experiment_table(outcome), ""]
     if context.get("plot"):
         lines += [f"![MCCL terms and mIoU against steps]({context['plot']})", ""]

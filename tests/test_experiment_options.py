@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cpu_benchmark import EXPERIMENTS, FINETUNE_LR, QUICK, build_parser, stage2_command
+from benchmarks.cpu_benchmark import EXPERIMENTS, FINETUNE_LR, QUICK, STARTS, Benchmark, build_parser, references, stage2_command
 
 
 def test_experiment_option_accepts_every_named_experiment():
@@ -27,8 +27,8 @@ def test_method_keys_are_unique_across_experiments_unless_the_training_is_the_sa
     seen = {}
     for experiment in EXPERIMENTS.values():
         for method in (*experiment.methods, *experiment.sweep):
-            assert seen.setdefault(method.key, (method.overrides, method.captions, method.steps)) == \
-                (method.overrides, method.captions, method.steps)
+            training = (method.overrides, method.captions, method.steps, method.start)
+            assert seen.setdefault(method.key, training) == training
 
 
 def test_optimisation_sweep_runs_five_times_the_steps_with_its_own_learning_rate():
@@ -36,3 +36,36 @@ def test_optimisation_sweep_runs_five_times_the_steps_with_its_own_learning_rate
     command = stage2_command(method, 0, QUICK, Path("clip"), Path("init"), Path("m.jsonl"), Path("run"), resume=False)
     assert f"train.steps={5 * QUICK.stage2_steps}" in command and "train.keep_checkpoints=5" in command
     assert command.index("optim.lr=0.0003") > command.index(FINETUNE_LR[0])  # the later override wins
+
+
+def test_start_experiments_fine_tune_their_own_stand_ins_on_their_own_clip(tmp_path):
+    benchmark = Benchmark(tmp_path, QUICK)
+    assert [s.key for s in EXPERIMENTS["attributes"].starts] == ["clipseg_attr"]
+    assert [s.key for s in EXPERIMENTS["resolution"].starts] == ["clipseg_attr_p4"]
+    assert STARTS["clipseg_attr_p4"].patch == 4 and STARTS["clipseg_attr"].referring == "attributes"
+    assert benchmark.clip_weights(4) != benchmark.clip_weights(8) == benchmark.clip
+    method = EXPERIMENTS["resolution"].methods[0]
+    init = benchmark.clipseg(0, method.start)
+    assert init.parent.name == "clipseg_attr_p4_seed0" and benchmark.clipseg(0).parent.name == "clipseg_init_seed0"
+    command = stage2_command(method, 0, QUICK, benchmark.clip, init, tmp_path / "m.jsonl", tmp_path / "run", resume=False)
+    assert f"model.init={init}" in command
+
+
+def test_each_start_brings_its_own_reference_rows_and_maskclip_on_its_clip():
+    rows = {m.key: m for m in references([STARTS["clipseg_init"], STARTS["clipseg_attr"], STARTS["clipseg_attr_p4"]])}
+    assert set(rows) == {"clipseg_init", "clipseg_attr", "clipseg_attr_p4", "maskclip", "maskclip_p4"}
+    assert not any(m.trained for m in rows.values())
+    assert rows["maskclip_p4"].start == "clipseg_attr_p4"  # scored on that stand-in's (patch-4) CLIP towers
+
+
+def test_resolution_experiment_runs_end_to_end_at_smoke_size(tmp_path):
+    """The whole chain of a start experiment: a patch-4 stage-1 CLIP, the attribute stand-in on it, stage 2, references."""
+    from benchmarks import cpu_benchmark
+
+    assert cpu_benchmark.main(["--quick", "--experiment", "resolution", "--out", str(tmp_path), "--jobs", "1", "--threads", "1"]) == 0
+    section = (tmp_path / "RESULTS.md").read_text()
+    assert "<!-- experiment:resolution:start -->" in section
+    for label in (STARTS["clipseg_attr_p4"].label, "MaskCLIP (training-free dense CLIP), patch 4", "from the 16x16 attribute stand-in"):
+        assert label in section
+    assert (tmp_path / "clipseg_attr_p4_seed0" / "model").is_dir() and (tmp_path / "stage1_p4" / "clip.safetensors").is_file()
+    assert (tmp_path / "data" / "phrasecut" / "objects.jsonl").is_file()

@@ -20,6 +20,7 @@ holds both formats, sharing the images:
     OUT/classes.txt      the 13 objects then the 6 stuff classes; no "background" (every pixel is labeled)
     OUT/images/000000.png
     OUT/masks/000000.png 8-bit class ids
+    OUT/objects.jsonl    per image, its shapes' attributes: {"image": ..., "objects": [{"class": "star", "color": "red", "size": "small"}]}
 """
 from __future__ import annotations
 
@@ -70,12 +71,26 @@ _WEB_ABSENT = ("{}, a nice {}", "{} on a sunny {}", "my {}: {}", "{} from our {}
 @dataclass
 class SyntheticScene:
     """image: ``uint8 [S, S, 3]``; mask: ``int64 [S, S]`` ids into ``CLASSES`` (no ignore pixels);
-    categories: the class names in caption order."""
+    categories: the class names in caption order; objects: each shape's attributes (``SceneObject``)."""
 
     image: np.ndarray
     mask: np.ndarray
     caption: str
     categories: list[str]
+    objects: list[SceneObject]
+
+
+SIZE_WORDS = ("small", "medium", "large")  # how captions size a shape ("medium" is never said)
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """One shape of a scene as a referring expression sees it: its class, colour and size word (``SIZE_WORDS``).
+    A scene has at most one shape per class, so its pixels are ``mask == CLASSES.index(name)``."""
+
+    name: str
+    color: str
+    size: str
 
 
 def _regular_polygon(sides: int, phase: float = 0.0, radius: float = 1.0) -> np.ndarray:
@@ -142,7 +157,8 @@ def generate_scene(seed: int | Sequence[int], size: int = 64, caption_style: str
     objects = _place_objects(rng, size, image, mask)
     image += rng.standard_normal((size, size, 1), dtype=np.float32) * 4  # sensor noise (luminance)
     caption, categories = (_caption if caption_style == "exhaustive" else _web_caption)(rng, objects, stuff)
-    return SyntheticScene(np.clip(image, 0, 255).astype(np.uint8), mask, caption, categories)
+    return SyntheticScene(np.clip(image, 0, 255).astype(np.uint8), mask, caption, categories,
+                          [SceneObject(o.name, o.color, _size_word(o)) for o in objects])
 
 
 @lru_cache(maxsize=8)
@@ -272,9 +288,13 @@ def _caption(rng: np.random.Generator, objects: list[_Object], stuff: list[str])
     return f"{things} {rng.choice(['on', 'lying on'])} {ground}", object_names + stuff
 
 
+def _size_word(obj: _Object) -> str:
+    return "small" if obj.radius_fraction < 0.17 else "large" if obj.radius_fraction > 0.23 else "medium"
+
+
 def _object_phrase(obj: _Object, color: bool = True) -> str:
-    size_word = "small " if obj.radius_fraction < 0.17 else "large " if obj.radius_fraction > 0.23 else ""
-    words = f"{size_word}{obj.color + ' ' if color else ''}{obj.name}"
+    size = _size_word(obj)
+    words = f"{size + ' ' if size != 'medium' else ''}{obj.color + ' ' if color else ''}{obj.name}"
     return ("an " if words[0] in "aeiou" else "a ") + words
 
 
@@ -313,7 +333,7 @@ def write_synthetic_dataset(out: str | Path, num: int, seed: int = 0, size: int 
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    with (out / "captions.jsonl").open("w") as manifest:
+    with (out / "captions.jsonl").open("w") as manifest, (out / "objects.jsonl").open("w") as objects:
         for i in tqdm(range(num), desc="synthetic scenes", unit="scene", disable=not progress):
             scene = generate_scene((seed, i), size, caption_style)
             name = f"{i:06d}"
@@ -321,7 +341,19 @@ def write_synthetic_dataset(out: str | Path, num: int, seed: int = 0, size: int 
             Image.fromarray(scene.mask.astype(np.uint8)).save(out / "masks" / f"{name}.png", compress_level=1)
             manifest.write(json.dumps({"image": f"images/{name}.png", "caption": scene.caption,
                                        "categories": scene.categories}) + "\n")
+            objects.write(json.dumps({"image": f"images/{name}.png", "objects": [
+                {"class": o.name, "color": o.color, "size": o.size} for o in scene.objects]}) + "\n")
     return out
+
+
+def read_objects(root: str | Path) -> list[list[SceneObject]]:
+    """The shapes of every image of a folder written by ``write_synthetic_dataset``, in image order."""
+    path = Path(root) / "objects.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; the folder predates shape attributes, write it again with "
+                                "python -m synseg_core.data.synthetic")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [[SceneObject(o["class"], o["color"], o["size"]) for o in row["objects"]] for row in rows]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
