@@ -258,18 +258,27 @@ def postprocess_graph(opset: int) -> Any:
         count = reduce("ReduceSum", op("Cast", op("Equal", *grid), to=TensorProto.INT64), 1)
         return first, following, lam, start, count, reduce("ReduceMax", count, 0, keepdims=1)
 
+    def interpolation(size_in: str, first: str, following: str, lam: str) -> str:
+        """[out, in] float: row o holds 1 - lam(o) at i0(o) and lam(o) at i1(o), so that bilinear resizing is two MatMuls
+        (~4x faster than ONNX Runtime's CPU Resize of one full-size map)."""
+        sources = unsqueeze(op("Range", scalar(const(0)), scalar(size_in), scalar(const(1))), 0)  # [1, in]
+        weight = unsqueeze(lam, 1)
+        at_first = op("Cast", op("Equal", unsqueeze(first, 1), sources), to=TensorProto.FLOAT)
+        at_next = op("Cast", op("Equal", unsqueeze(op("Gather", following, first), 1), sources), to=TensorProto.FLOAT)
+        return op("Add", op("Mul", at_first, op("Sub", const(1.0), weight)), op("Mul", at_next, weight))
+
     shape = op("Shape", LOGITS)
     batch, classes, height, width = (part(shape, index) for index in range(4))
     out_h, out_w = part(SIZE, 0), part(SIZE, 1)
-    _, y_next, y_lam, y_start, y_count, rows = axis_taps(out_h, height)
-    _, x_next, x_lam, x_start, x_count, cols = axis_taps(out_w, width)
+    y_first, y_next, y_lam, y_start, y_count, rows = axis_taps(out_h, height)
+    x_first, x_next, x_lam, x_start, x_count, cols = axis_taps(out_w, width)
 
     winner = op("ArgMax", LOGITS, axis=1, keepdims=0, select_last_index=0)  # [B, h, w]
     best = reduce("ReduceMax", LOGITS, 1, keepdims=1)  # [B, 1, h, w]
     # the winner of the first tap: a nearest resize with floor, half-pixel centres, picks i0 as axis_taps does
     dense_labels = op("Resize", unsqueeze(op("Cast", winner, to=TensorProto.INT32), 1), "", "", op("Concat", batch, const(1), SIZE, axis=0), mode="nearest", nearest_mode="floor", coordinate_transformation_mode="half_pixel")
-    best_sizes = op("Concat", batch, const(1), SIZE, axis=0)
-    dense_best = op("Resize", best, "", "", best_sizes, mode="linear", coordinate_transformation_mode="half_pixel")
+    rows_from, cols_from = interpolation(height, y_first, y_next, y_lam), interpolation(width, x_first, x_next, x_lam)
+    dense_best = op("MatMul", op("MatMul", rows_from, best), op("Transpose", cols_from, perm=[1, 0]))  # [B, 1, H, W]
 
     below = op("Gather", winner, y_next, axis=1)
     differ = op("Or", op("Or", op("Not", op("Equal", winner, below)), op("Not", op("Equal", winner, op("Gather", winner, x_next, axis=2)))),
