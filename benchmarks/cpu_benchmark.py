@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -291,11 +291,27 @@ def score_rows(outcome: Outcome, metrics: dict[str, dict[str, dict[str, float]]]
     return lines
 
 
+def ablation_table(methods: Sequence[Method], metrics: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Each ablation of ``methods`` against its reference: the change in mIoU, next to the paper's Table 3."""
+    miou = metrics["miou"]
+    lines = ["| Removed term | Δ mIoU (19) | Δ unseen (9) | paper Δ Context / Object / Stuff | same direction? (mIoU) |",
+             "|---|---:|---:|---:|---|"]
+    for method in methods:
+        if method.removes is None or method.key not in miou or method.reference not in miou:
+            continue
+        change = miou[method.key]["mean"] - miou[method.reference]["mean"]
+        unseen_change = metrics["unseen"][method.key]["mean"] - metrics["unseen"][method.reference]["mean"]
+        paper = " / ".join(f"{v:+.1f}" for v in PAPER_DELTAS[method.removes])
+        spread = miou[method.reference]["std"] + miou[method.key]["std"]
+        lines.append(f"| L_{method.removes} | {change:+.2f} (± {miou[method.key]['std']:.2f}) | {unseen_change:+.2f} | {paper} | "
+                     f"{direction(change, spread)} |")
+    return lines
+
+
 def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
     """docs/RESULTS.md: the setup, the tables, the per-term ablation deltas next to the paper's, and how it was run."""
     scale = context["scale"]
     metrics = per_metric(outcome)
-    miou = metrics["miou"]
     clipseg_bce = ", ".join(f"{v['loss_first']:.3f} -> {v['loss_last']:.3f}" for k, v in context["stages"].items() if k.startswith("clipseg"))
     lines = [
         "# CPU benchmark results",
@@ -347,18 +363,8 @@ def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
         "",
         "Each row removes one term from SynSeg with text-free FSS from the CLIPSeg stand-in (the variant that learns here).",
         "",
-        "| Removed term | Δ mIoU (19) | Δ unseen (9) | paper Δ Context / Object / Stuff | same direction? (mIoU) |",
-        "|---|---:|---:|---:|---|",
+        *ablation_table(METHODS, metrics),
     ]
-    for method in METHODS:
-        if method.removes is None or method.key not in miou or method.reference not in miou:
-            continue
-        change = miou[method.key]["mean"] - miou[method.reference]["mean"]
-        unseen_change = metrics["unseen"][method.key]["mean"] - metrics["unseen"][method.reference]["mean"]
-        paper = " / ".join(f"{v:+.1f}" for v in PAPER_DELTAS[method.removes])
-        spread = miou[method.reference]["std"] + miou[method.key]["std"]
-        lines.append(f"| L_{method.removes} | {change:+.2f} (± {miou[method.key]['std']:.2f}) | {unseen_change:+.2f} | {paper} | "
-                     f"{direction(change, spread)} |")
     if outcome.oracle:
         lines += [
             "",
@@ -704,8 +710,8 @@ def _web(method: Method) -> Method:
 def _from(method: Method, start: str) -> Method:
     """``method`` fine-tuning another CLIPSeg stand-in (``STARTS``)."""
     spec = STARTS[start]
-    return Method(f"{method.key}_{start.removeprefix('clipseg_')}", f"{method.label}, from {spec.short}", f"{method.short} from {spec.short}",
-                  method.overrides, captions=method.captions, start=start)
+    return replace(method, key=f"{method.key}_{start.removeprefix('clipseg_')}", label=f"{method.label}, from {spec.short}",
+                   short=f"{method.short} from {spec.short}", start=start)
 
 
 def _long(lr: float) -> Method:
@@ -723,18 +729,23 @@ EXPERIMENTS = {
         Experiment("optimisation", "Optimisation: text-free FSS with 5x the stage-2 steps, a learning-rate sweep on the first seed "
                    "and the best rate on every seed, against the default length",
                    (_BY_KEY["synseg_visual"],), sweep=tuple(_long(lr) for lr in (1e-4, 3e-4, 1e-3))),
-        Experiment("ablations", "The paper's Table 3: each MCCL term removed in turn from SynSeg (text-free FSS) on CC12M-like captions",
-                   (_web(_BY_KEY["synseg_visual"]), *(Method(f"no_{t}_web", f"w/o L_{t}, CC12M-like captions", f"w/o L_{t}",
-                                                             ("loss.name=mccl", VISUAL, f"loss.weights.{t}=0"), removes=t, captions="web")
-                                                      for t in TERMS)),
-                   contrasts=tuple((f"no_{t}_web", "synseg_visual_web") for t in TERMS)),
+        Experiment("ablations", "The paper's Table 3 in the default setting: each MCCL term removed in turn from SynSeg (text-free "
+                   "FSS) on CC12M-like captions from the attribute stand-in",
+                   (_from(_web(_BY_KEY["synseg_visual"]), "clipseg_attr"),
+                    *(_from(Method(f"no_{t}_web", f"w/o L_{t}, CC12M-like captions", f"w/o L_{t}",
+                                   ("loss.name=mccl", VISUAL, f"loss.weights.{t}=0"), removes=t, captions="web",
+                                   reference="synseg_visual_web_attr"), "clipseg_attr")
+                      for t in TERMS)),
+                   contrasts=tuple((f"no_{t}_web_attr", "synseg_visual_web_attr") for t in TERMS)),
         Experiment("attributes", "A start that generalises a little: the CLIPSeg stand-in trained on referring expressions whose "
                    "words (colour, size, 'shape', 'background') seen and unseen classes share, then MCCL on CC12M-like captions with "
                    "both FSS sources",
                    tuple(_from(_web(_BY_KEY[k]), "clipseg_attr") for k in ("synseg", "synseg_visual"))),
-        Experiment("resolution", "Resolution: the attribute stand-in and MCCL on CC12M-like captions with a 16x16 patch grid "
-                   "(patch 4 on the 64-px scenes; the other experiments use 8x8), both FSS sources",
-                   tuple(_from(_web(_BY_KEY[k]), "clipseg_attr_p4") for k in ("synseg", "synseg_visual"))),
+        Experiment("resolution", "Resolution: the best setting of the experiments before (text-free FSS on CC12M-like captions from "
+                   "the attribute stand-in) with a 16x16 patch grid (patch 4 on the 64-px scenes; the others use 8x8), against the same "
+                   "at 8x8",
+                   tuple(_from(_web(_BY_KEY["synseg_visual"]), start) for start in ("clipseg_attr", "clipseg_attr_p4")),
+                   contrasts=(("synseg_visual_web_attr_p4", "synseg_visual_web_attr"),)),
     )
 }
 
@@ -850,6 +861,10 @@ def experiment_markdown(experiment: Experiment, outcome: ExperimentOutcome, cont
              "stage-1 CLIP as the table above unless the start's patch grid differs; the start column names the CLIPSeg stand-in "
              "each run fine-tunes (`benchmarks/clipseg_init.py`); the caption style changes only the stage-2 captions "
              "(the stage-1 CLIP is trained on the exhaustive ones for every row).", "", *experiment_table(outcome), ""]
+    if any(m.removes for m in outcome.methods.values()):
+        metrics = {name: summarise({k: [getattr(sc, name) for sc in v] for k, v in outcome.scores.items()}) for name in ("miou", "unseen")}
+        lines += ["Next to the paper's Table 3 (each term removed, against the full MCCL of the same setting):", "",
+                  *ablation_table(list(outcome.methods.values()), metrics), ""]
     if context.get("plot"):
         lines += [f"![MCCL terms and mIoU against steps]({context['plot']})", ""]
     lines += ["**Reading.** " + experiment_reading(experiment, outcome)]

@@ -41,10 +41,10 @@ def test_optimisation_sweep_runs_five_times_the_steps_with_its_own_learning_rate
 def test_start_experiments_fine_tune_their_own_stand_ins_on_their_own_clip(tmp_path):
     benchmark = Benchmark(tmp_path, QUICK)
     assert [s.key for s in EXPERIMENTS["attributes"].starts] == ["clipseg_attr"]
-    assert [s.key for s in EXPERIMENTS["resolution"].starts] == ["clipseg_attr_p4"]
+    assert [s.key for s in EXPERIMENTS["resolution"].starts] == ["clipseg_attr", "clipseg_attr_p4"]  # 8x8 next to 16x16
     assert STARTS["clipseg_attr_p4"].patch == 4 and STARTS["clipseg_attr"].referring == "attributes"
     assert benchmark.clip_weights(4) != benchmark.clip_weights(8) == benchmark.clip
-    method = EXPERIMENTS["resolution"].methods[0]
+    method = EXPERIMENTS["resolution"].methods[1]
     init = benchmark.clipseg(0, method.start)
     assert init.parent.name == "clipseg_attr_p4_seed0" and benchmark.clipseg(0).parent.name == "clipseg_init_seed0"
     command = stage2_command(method, 0, QUICK, benchmark.clip, init, tmp_path / "m.jsonl", tmp_path / "run", resume=False)
@@ -69,3 +69,26 @@ def test_resolution_experiment_runs_end_to_end_at_smoke_size(tmp_path):
         assert label in section
     assert (tmp_path / "clipseg_attr_p4_seed0" / "model").is_dir() and (tmp_path / "stage1_p4" / "clip.safetensors").is_file()
     assert (tmp_path / "data" / "phrasecut" / "objects.jsonl").is_file()
+
+
+def test_ablations_run_in_the_default_setting_against_its_full_mccl():
+    experiment = EXPERIMENTS["ablations"]
+    full, *ablations = experiment.methods
+    assert full.key == "synseg_visual_web_attr" and full == EXPERIMENTS["attributes"].methods[1]  # trained once, shared
+    assert [m.removes for m in ablations] == ["align", "cont", "back", "sep"]
+    assert all(m.reference == full.key and m.start == full.start and m.captions == "web" for m in ablations)
+    assert all(f"loss.weights.{m.removes}=0" in m.overrides for m in ablations)
+
+
+def test_an_ablation_experiment_section_shows_the_deltas_next_to_the_paper(tmp_path):
+    from benchmarks.cpu_benchmark import ExperimentOutcome, Score, experiment_markdown
+
+    experiment = EXPERIMENTS["ablations"]
+    rows = {m.key: m for m in (*references(experiment.starts), *experiment.methods)}
+    scores = {key: [Score(10.0 + seed, 20.0, 2.0 + seed, 50.0) for seed in range(3)] for key in rows}
+    scores["no_sep_web_attr"] = [Score(5.0 + 0.1 * seed, 9.0, 1.0, 40.0) for seed in range(3)]
+    outcome = ExperimentOutcome(scores=scores, methods=rows, best=None, traces={}, run_dirs={})
+    text = experiment_markdown(experiment, outcome, {"command": "c", "minutes": 1.0, "invocations": 1, "finished": "now",
+                                                     "scale": {"train_scenes": 1, "stage2_steps": 1, "stage2_batch": 1}})
+    assert "| L_sep | -5.90 (± 0.10) | -2.00 | -2.2 / -3.9 / -2.7 | yes (removing it hurts) |" in text
+    assert "| L_align | +0.00" in text
