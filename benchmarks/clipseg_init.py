@@ -174,8 +174,9 @@ def train_clipseg_init(
         member = referred[:, :, None] == torch.arange(len(CLASSES))  # [B, K, C]: the classes each phrase refers to
         if objects is not None:  # half names, half expressions
             expressions, refers = referred_expressions([objects[i] for i in index.tolist()], generator)
-            referred = torch.cat([referred[:, :WORDS_PER_IMAGE - expressions.shape[1]], expressions + len(CLASSES)], 1)
-            member = torch.cat([member[:, :WORDS_PER_IMAGE - expressions.shape[1]], refers], 1)
+            names = WORDS_PER_IMAGE - expressions.shape[1]
+            referred = torch.cat([referred[:, :names], expressions + len(CLASSES)], 1)
+            member = torch.cat([member[:, :names], refers], 1)
         features = ImageFeatures([layer[index] for layer in activations], grid)
         logits = model.decode(features, words[referred]).logits  # [B, K, S, S]
         target = referred_masks(masks[index], member).float()

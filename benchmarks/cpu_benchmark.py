@@ -696,9 +696,9 @@ class Experiment:
 def references(starts: Sequence[Start]) -> list[Method]:
     """The rows every experiment table leads with: each stand-in alone, and training-free MaskCLIP on each stand-in's CLIP."""
     rows = [Method(s.key, s.label, s.short, init=None, start=s.key) for s in starts]
-    maskclip = {s.maskclip: s for s in starts}
-    rows += [Method(k, "MaskCLIP (training-free dense CLIP)" + (f", patch {s.patch}" if s.patch != 8 else ""), "MaskCLIP" +
-                    (f" (patch {s.patch})" if s.patch != 8 else ""), init=None, start=s.key) for k, s in maskclip.items()]
+    for key, spec in {s.maskclip: s for s in starts}.items():
+        grid = "" if spec.patch == 8 else f", patch {spec.patch}"
+        rows.append(Method(key, f"MaskCLIP (training-free dense CLIP){grid}", f"MaskCLIP{grid}", init=None, start=spec.key))
     return rows
 
 
