@@ -12,8 +12,11 @@ Mirrors the paper's setup on procedural scenes (``synseg_core.data.synthetic``):
    (``benchmarks.stage1_clip``), standing in for the pretrained CLIP;
 3. the CLIPSeg stand-in: FiLM + decoder trained with BCE on referring masks of 10 *seen* classes on
    the PhraseCut stand-in, as the paper starts its decoder from CLIPSeg, one per seed (what MCCL makes
-   of it depends on the start); the 9 unseen classes never have a mask anywhere;
-4. stage 2: ``python -m synseg_core.train`` with that CLIP frozen, captions only: SynSeg (MCCL + FSS)
+   of it depends on the start); the 9 unseen classes never have a mask anywhere.
+   The full run uses the attribute stand-in (``DEFAULT_START``: referring phrases whose colour and size
+   words seen and unseen classes share), the start issue 11's experiments support;
+4. stage 2: ``python -m synseg_core.train`` with that CLIP frozen, captions only (CC12M-like ones,
+   ``DEFAULT_CAPTIONS``, which name a few salient things rather than every region): SynSeg (MCCL + FSS)
    from the CLIPSeg stand-in, its variant with FSS on text-free features, each MCCL term removed in
    turn, the single-category InfoNCE baseline from the same start, and SynSeg from a random decoder
    (no masks anywhere), 3 seeds each;
@@ -35,6 +38,7 @@ table with a generated reading in its own marked section of docs/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -75,6 +79,7 @@ from synseg_core.weights import load_clip_weights
 log = logging.getLogger("synseg.benchmark")
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "synseg_core"
+ASSETS = PACKAGE / "assets"  # the bundled demo model and sample scenes
 TRAIN_SEED, EVAL_SEED, PHRASECUT_SEED = 1, 2, 3  # scene seeds: no evaluation scene occurs in any training set
 STAGE2_CONFIG = PACKAGE / "configs" / "tiny.yaml"
 FINETUNE_LR = ("optim.lr=1e-4", "optim.min_lr=1e-5")  # from the CLIPSeg stand-in; tiny.yaml's 1e-3 erases what it knows
@@ -156,11 +161,10 @@ class Method:
         return self.init is not None
 
 
-METHODS = (
+RECIPES = (  # what each row trains (or not); the full run's table puts them in the default setting (``METHODS``)
     Method("maskclip", "MaskCLIP (training-free dense CLIP)", "MaskCLIP", init=None),
     Method("naclip", "NACLIP (training-free: k-k attention + neighbourhood prior, reduced last block)", "NACLIP", init=None),
     Method("clearclip", "ClearCLIP (training-free: q-q attention, reduced last block)", "ClearCLIP", init=None),
-    Method("clipseg_init", STARTS["clipseg_init"].label, STARTS["clipseg_init"].short, init=None),
     Method("synseg", "SynSeg (MCCL + FSS on FiLM-conditioned features, the paper's wording)", "SynSeg (conditional FSS)", ("loss.name=mccl",)),
     # Not in the paper's wording: FSS pools the text-free features before FiLM (closes the FiLM shortcut; see the analysis).
     Method("synseg_visual", "SynSeg, FSS on text-free features (fss_source=visual)", "SynSeg (text-free FSS)", ("loss.name=mccl", VISUAL)),
@@ -173,8 +177,41 @@ METHODS = (
     Method("scratch_visual", "SynSeg, text-free FSS, from a random decoder", "SynSeg (text-free FSS) from a random decoder",
            ("loss.name=mccl", VISUAL), init=RANDOM),
 )
-DEMO_CANDIDATES = ("synseg", "synseg_visual")  # the demo model is the best run of these
 BASELINES = ("maskclip", "naclip", "clearclip")  # training-free: they need only the stage-1 CLIP
+
+# The full run's setting, the one closest to the paper's regime that issue 11's experiments support (docs/RESULTS.md):
+# CC12M-like captions (a few salient things, not every region) and the attribute stand-in, whose referring phrases share
+# words between seen and unseen classes, so that it segments a little of what it never had masks for, as CLIPSeg does.
+DEFAULT_CAPTIONS, DEFAULT_START = "web", "clipseg_attr"
+CAPTION_WORDS = {"exhaustive": "every region named", "web": "CC12M-like, 1-3 salient things in varied phrasing, sometimes a word with no region"}
+
+
+def _web(method: Method) -> Method:
+    return replace(method, key=f"{method.key}_web", label=f"{method.label}, CC12M-like captions", short=f"{method.short} on web captions",
+                   captions="web")
+
+
+def _from(method: Method, start: str) -> Method:
+    """``method`` fine-tuning another CLIPSeg stand-in (``STARTS``)."""
+    spec = STARTS[start]
+    return replace(method, key=f"{method.key}_{start.removeprefix('clipseg_')}", label=f"{method.label}, from {spec.short}",
+                   short=f"{method.short} from {spec.short}", start=start)
+
+
+def in_default(recipe: Method) -> Method:
+    """A trained recipe in the default setting, under the run name its experiments use too (so a run is trained once)."""
+    moved = _web(recipe) if DEFAULT_CAPTIONS == "web" else recipe
+    return _from(moved, DEFAULT_START) if recipe.init == CLIPSEG and DEFAULT_START != "clipseg_init" else moved
+
+
+# Recipe key -> the key of its row in the full run's table.
+DEFAULT_KEY = {m.key: in_default(m).key if m.trained else m.key for m in RECIPES} | {"clipseg_init": DEFAULT_START}
+METHODS = (  # the full run's table: the baselines, the default stand-in alone, every trained recipe in the default setting
+    *(m for m in RECIPES if not m.trained),
+    Method(DEFAULT_START, STARTS[DEFAULT_START].label, STARTS[DEFAULT_START].short, init=None, start=DEFAULT_START),
+    *(replace(in_default(m), label=m.label, short=m.short, reference=DEFAULT_KEY[m.reference]) for m in RECIPES if m.trained),
+)
+DEMO_CANDIDATES = (DEFAULT_KEY["synseg"], DEFAULT_KEY["synseg_visual"])  # the demo model is the best run of these, if it beats it
 
 
 @dataclass
@@ -284,7 +321,8 @@ def score_rows(outcome: Outcome, metrics: dict[str, dict[str, dict[str, float]]]
         seen, unseen = metrics["seen"][method.key], metrics["unseen"][method.key]
         seeds = ", ".join(f"{s.miou:.2f}" for s in outcome.scores[method.key])
         inside, outside = outcome.selectivity[method.key]
-        start = method.init or ("(training-free)" if method.key in BASELINES else "(it is the start)")
+        start = (STARTS[method.start].short if method.init == CLIPSEG else method.init
+                 or ("(training-free)" if method.key in BASELINES else "(it is the start)"))
         lines.append(f"| {method.label} | {start} | {stats['mean']:.2f} ± {stats['std']:.2f} | {seen['mean']:.2f} ± {seen['std']:.2f} | "
                      f"{unseen['mean']:.2f} ± {unseen['std']:.2f} | {seeds} | {metrics['accuracy'][method.key]['mean']:.2f} | "
                      f"{inside:.3f} / {outside:.3f} |")
@@ -336,11 +374,13 @@ def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
         f"from scratch with `open_clip.loss.ClipLoss`, {scale['stage1_steps']} steps x {scale['stage1_batch']} pairs "
         f"(contrastive loss {context['stages']['stage1']['loss_first']:.2f} -> {context['stages']['stage1']['loss_last']:.2f}), "
         "shared by every method.",
-        f"- CLIPSeg stand-in (`benchmarks/clipseg_init.py`): FiLM + decoder trained with BCE on referring masks of the "
-        f"{len(SEEN_CLASSES)} seen classes ({', '.join(SEEN_CLASSES)}) on the PhraseCut stand-in, {scale['clipseg_steps']} steps x 16 "
+        f"- CLIPSeg stand-in (`benchmarks/clipseg_init.py`, {STARTS[DEFAULT_START].short}): FiLM + decoder trained with BCE on referring "
+        f"masks of the {len(SEEN_CLASSES)} seen classes ({', '.join(SEEN_CLASSES)}) on the PhraseCut stand-in, "
+        f"referring phrases `--referring {STARTS[DEFAULT_START].referring}`, {scale['clipseg_steps']} steps x 16 "
         f"images, one per seed (BCE {clipseg_bce}); stage-2 run of seed s starts from stand-in s. "
         f"The {len(UNSEEN_CLASSES)} unseen classes ({', '.join(UNSEEN_CLASSES)}) never have a mask anywhere.",
-        f"- Stage 2: `python -m synseg_core.train --config synseg_core/configs/tiny.yaml` with that CLIP frozen, captions only, "
+        f"- Stage 2: `python -m synseg_core.train --config synseg_core/configs/tiny.yaml` with that CLIP frozen, captions only "
+        f"({DEFAULT_CAPTIONS} captions: {CAPTION_WORDS[DEFAULT_CAPTIONS]}; the stage-1 CLIP saw the exhaustive ones), "
         f"{scale['stage2_steps']} steps x {scale['stage2_batch']} images, seeds {list(scale['seeds'])}. From the CLIPSeg stand-in "
         f"(`model.init=`, `{' '.join(FINETUNE_LR)}`) as the paper, or from a random decoder (tiny.yaml's lr 1e-3). Ablations set "
         "one `loss.weights.<term>=0`; the baseline uses `loss.name=single_infonce` (caption embedding vs. mask-pooled synergy feature).",
@@ -361,7 +401,7 @@ def results_markdown(outcome: Outcome, context: dict[str, Any]) -> str:
         "",
         "## Ablations next to the paper's Table 3",
         "",
-        "Each row removes one term from SynSeg with text-free FSS from the CLIPSeg stand-in (the variant that learns here).",
+        "Each row removes one term from SynSeg with text-free FSS in the setting above (the variant that keeps its start here).",
         "",
         *ablation_table(METHODS, metrics),
     ]
@@ -415,13 +455,14 @@ def reading(outcome: Outcome) -> list[str]:
         scope = {"miou": "mIoU", "seen": "seen-class mIoU", "unseen": "unseen-class mIoU"}[metric]
         return f"- {labels[key]} {compare(metrics, key, other, metric)} {labels[other]} in {scope} ({a:.2f} vs {b:.2f}, Δ {a - b:+.2f})."
 
-    for key in ("synseg_visual", "synseg"):
-        if key in miou and "clipseg_init" in miou:
-            notes += [line(key, "clipseg_init", "unseen"), line(key, "clipseg_init", "seen")]
+    row = DEFAULT_KEY
+    for key in (row["synseg_visual"], row["synseg"]):
+        if key in miou and DEFAULT_START in miou:
+            notes += [line(key, DEFAULT_START, "unseen"), line(key, DEFAULT_START, "seen")]
     for key, other in (("synseg_visual", "maskclip"), ("synseg", "maskclip"), ("synseg_visual", "infonce"), ("synseg_visual", "synseg"),
                        ("scratch", "maskclip"), ("scratch_visual", "maskclip")):
-        if key in miou and other in miou:
-            notes.append(line(key, other))
+        if row[key] in miou and row[other] in miou:
+            notes.append(line(row[key], row[other]))
     ablations = [m for m in METHODS if m.removes and m.key in miou and m.reference in miou]
     if ablations:
         change = {m.removes: miou[m.key]["mean"] - miou[m.reference]["mean"] for m in ablations}
@@ -432,7 +473,7 @@ def reading(outcome: Outcome) -> list[str]:
         if within and all(miou[m.key]["n"] > 1 for m in ablations):
             notes.append(f"- Within the seed spread (not distinguishable at this scale): {', '.join('L_' + t for t in within)}.")
     for source in ("conditional", "visual"):
-        oracle, key = outcome.oracle.get(f"oracle, {source} FSS"), "synseg" if source == "conditional" else "synseg_visual"
+        oracle, key = outcome.oracle.get(f"oracle, {source} FSS"), row["synseg" if source == "conditional" else "synseg_visual"]
         if oracle and key in outcome.oracle:
             truth, trained = sum(oracle.values()), sum(outcome.oracle[key].values())
             verdict = "below" if trained < truth else "above"
@@ -576,15 +617,24 @@ class Benchmark:
         path = self.out / "oracle.json"
         if not path.is_file():
             start = time.perf_counter()
-            found = {f"oracle, {source} FSS": oracle_terms(self.train_dir, self.clipseg(self.scale.seeds[0]), source, steps=self.scale.oracle_steps)
+            found = {f"oracle, {source} FSS": oracle_terms(self.manifest(DEFAULT_CAPTIONS).parent, self.clipseg(self.scale.seeds[0], DEFAULT_START),
+                                                           source, steps=self.scale.oracle_steps)
                      for source in ("conditional", "visual")}
             write_json(path, found)
             self._timed("oracle", start)
         found = json.loads(path.read_text())
-        for key in ("synseg", "synseg_visual", "scratch", "scratch_visual"):
+        for key in (DEFAULT_KEY[k] for k in ("synseg", "synseg_visual", "scratch", "scratch_visual")):
             if key in runs:
                 found[key] = run_terms(runs[key])
         return found
+
+    def installed_demo(self) -> float | None:
+        """The held-out mIoU of the demo model installed now (None if there is none), to replace it only with a better one."""
+        weights = ASSETS / "demo_model" / WEIGHTS_NAME
+        if not weights.is_file():
+            return None
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        return Score.from_results(self.evaluate(f"installed_demo_{digest}", ["-c", str(weights.parent)])).miou
 
     def towers(self) -> Path:
         """A checkpoint holding just-trained stage-1 towers (its decoder is random and unused): what the baselines read."""
@@ -648,7 +698,7 @@ class Benchmark:
     def run(self) -> Outcome:
         """Every step, skipping the finished ones."""
         self.data()
-        stages = {"stage1": self.stage1(), **{f"clipseg_init_seed{seed}": self.clipseg_init(seed) for seed in self.scale.seeds}}
+        stages = {"stage1": self.stage1(), **{f"{DEFAULT_START}_seed{seed}": self.clipseg_init(seed, DEFAULT_START) for seed in self.scale.seeds}}
         scores: dict[str, list[Score]] = {m.key: [] for m in METHODS}
         selectivities: dict[str, list[tuple[float, float]]] = {m.key: [] for m in METHODS}
         synseg_models: dict[str, tuple[str, float, Path]] = {}
@@ -657,10 +707,10 @@ class Benchmark:
             models = list(pool.map(lambda run: self.stage2(*run), runs))
         # The training-free baselines read the frozen stage-1 towers, which every checkpoint of the benchmark holds unchanged.
         evaluations = [(run_name(m, seed), m.key, model, ["-c", str(model)]) for (m, seed), model in zip(runs, models, strict=True)]
-        first = self.clipseg(self.scale.seeds[0])
+        first = self.clipseg(self.scale.seeds[0], DEFAULT_START)
         evaluations += [(key, key, first, ["-c", str(first), "--method", key]) for key in BASELINES]
-        evaluations += [(f"clipseg_init_seed{seed}", "clipseg_init", self.clipseg(seed), ["-c", str(self.clipseg(seed))])
-                        for seed in self.scale.seeds]
+        evaluations += [(f"{DEFAULT_START}_seed{seed}", DEFAULT_START, self.clipseg(seed, DEFAULT_START),
+                         ["-c", str(self.clipseg(seed, DEFAULT_START))]) for seed in self.scale.seeds]
         for name, key, model, arguments in evaluations:
             score = Score.from_results(self.evaluate(name, arguments))
             scores[key].append(score)
@@ -702,24 +752,13 @@ def references(starts: Sequence[Start]) -> list[Method]:
     return rows
 
 
-def _web(method: Method) -> Method:
-    return Method(f"{method.key}_web", f"{method.label}, CC12M-like captions", f"{method.short} on web captions", method.overrides,
-                  captions="web")
-
-
-def _from(method: Method, start: str) -> Method:
-    """``method`` fine-tuning another CLIPSeg stand-in (``STARTS``)."""
-    spec = STARTS[start]
-    return replace(method, key=f"{method.key}_{start.removeprefix('clipseg_')}", label=f"{method.label}, from {spec.short}",
-                   short=f"{method.short} from {spec.short}", start=start)
-
-
 def _long(lr: float) -> Method:
     return Method(f"synseg_visual_x5_lr{lr:g}", f"SynSeg (text-free FSS), 5x steps, lr {lr:g}", f"5x steps at lr {lr:g}",
                   ("loss.name=mccl", VISUAL, f"optim.lr={lr:g}", f"optim.min_lr={lr / 10:g}"), steps=5, trace=True)
 
 
-_BY_KEY = {m.key: m for m in METHODS}
+_BY_KEY = {m.key: m for m in RECIPES}
+_ABLATIONS = tuple(m for m in METHODS if m.key == DEFAULT_KEY["synseg_visual"] or m.removes)
 EXPERIMENTS = {
     e.name: e for e in (
         Experiment("captions", "Caption style: exhaustive captions (every region named) against CC12M-like ones (1-3 salient "
@@ -730,13 +769,8 @@ EXPERIMENTS = {
                    "and the best rate on every seed, against the default length",
                    (_BY_KEY["synseg_visual"],), sweep=tuple(_long(lr) for lr in (1e-4, 3e-4, 1e-3))),
         Experiment("ablations", "The paper's Table 3 in the default setting: each MCCL term removed in turn from SynSeg (text-free "
-                   "FSS) on CC12M-like captions from the attribute stand-in",
-                   (_from(_web(_BY_KEY["synseg_visual"]), "clipseg_attr"),
-                    *(_from(Method(f"no_{t}_web", f"w/o L_{t}, CC12M-like captions", f"w/o L_{t}",
-                                   ("loss.name=mccl", VISUAL, f"loss.weights.{t}=0"), removes=t, captions="web",
-                                   reference="synseg_visual_web_attr"), "clipseg_attr")
-                      for t in TERMS)),
-                   contrasts=tuple((f"no_{t}_web_attr", "synseg_visual_web_attr") for t in TERMS)),
+                   "FSS) on CC12M-like captions from the attribute stand-in (the full run's rows, shared with it)",
+                   _ABLATIONS, contrasts=tuple((m.key, m.reference) for m in _ABLATIONS if m.removes)),
         Experiment("attributes", "A start that generalises a little: the CLIPSeg stand-in trained on referring expressions whose "
                    "words (colour, size, 'shape', 'background') seen and unseen classes share, then MCCL on CC12M-like captions with "
                    "both FSS sources",
@@ -873,7 +907,7 @@ def experiment_markdown(experiment: Experiment, outcome: ExperimentOutcome, cont
 
 def install_assets(model: Path, eval_dir: Path) -> tuple[Path, int]:
     """Copy the chosen model into synseg_core/assets/demo_model/ and a few held-out scenes into assets/samples/."""
-    demo, samples = PACKAGE / "assets" / "demo_model", PACKAGE / "assets" / "samples"
+    demo, samples = ASSETS / "demo_model", ASSETS / "samples"
     size = sum((model / name).stat().st_size for name in (CONFIG_NAME, WEIGHTS_NAME))
     if size > MAX_DEMO_BYTES:
         raise RuntimeError(f"{model}: {size / 2**20:.1f} MB exceeds the {MAX_DEMO_BYTES / 2**20:.0f} MB demo-model limit")
@@ -1011,9 +1045,15 @@ def main(argv: list[str] | None = None) -> int:
     best = max(outcome.synseg_models, key=lambda name: outcome.synseg_models[name][1])
     if assets:
         key, miou, model = outcome.synseg_models[best]
-        demo, size = install_assets(model, benchmark.eval_dir)
-        context["reading"].append(f"- Demo model: {best} ({miou:.2f} mIoU, the best run of {' / '.join(DEMO_CANDIDATES)}), "
-                                  f"{size / 2**20:.1f} MB, installed in `synseg_core/assets/{demo.name}/`.")
+        installed = benchmark.installed_demo()
+        if installed is not None and installed >= miou:
+            context["reading"].append(f"- Demo model kept: the installed one scores {installed:.2f} mIoU on these held-out scenes, the "
+                                      f"best run of {' / '.join(DEMO_CANDIDATES)} ({best}) {miou:.2f}.")
+        else:
+            demo, size = install_assets(model, benchmark.eval_dir)
+            context["reading"].append(f"- Demo model: {best} ({miou:.2f} mIoU, the best run of {' / '.join(DEMO_CANDIDATES)}), "
+                                      f"{size / 2**20:.1f} MB, installed in `synseg_core/assets/{demo.name}/`"
+                                      + (f" (it replaced one scoring {installed:.2f})." if installed is not None else "."))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     old = results_path.read_text() if results_path.is_file() else ""
     write_text(results_path, keep_sections(old, results_markdown(outcome, context)))

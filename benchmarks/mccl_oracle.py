@@ -29,17 +29,21 @@ from synseg_core.model.decoder import DecoderOutput
 MAP_EPS = 1e-4  # the oracle map is the mask clipped to [eps, 1 - eps], so its logit is finite
 
 
-def load_captioned_masks(train_dir: Path, max_categories: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images uint8 [N, 3, S, S], masks int64 [N, S, S] and caption category ids [N, max_categories] (-1 = none)."""
-    images, masks, categories = [], [], []
+def load_captioned_masks(train_dir: Path, max_categories: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Images uint8 [N, 3, S, S], masks int64 [N, S, S], caption category ids [N, max_categories] (-1 = none) and the words
+    they index: the classes (the masks' ids), then the caption words with no region (CC12M-like captions name some),
+    whose true mask is empty."""
+    images, masks, categories, words = [], [], [], list(CLASSES)
     for line in (train_dir / "captions.jsonl").read_text().splitlines():
         record = json.loads(line)
         image = np.asarray(Image.open(train_dir / record["image"]).convert("RGB"))
         images.append(torch.from_numpy(image.copy()).permute(2, 0, 1))
         masks.append(torch.from_numpy(np.asarray(Image.open(train_dir / "masks" / f"{Path(record['image']).stem}.png"), np.int64)))
-        ids = [CLASSES.index(name) for name in record["categories"]][:max_categories]
+        names = record["categories"][:max_categories]
+        words += [name for name in dict.fromkeys(names) if name not in words]
+        ids = [words.index(name) for name in names]
         categories.append(torch.tensor(ids + [-1] * (max_categories - len(ids))))
-    return torch.stack(images), torch.stack(masks), torch.stack(categories)
+    return torch.stack(images), torch.stack(masks), torch.stack(categories), words
 
 
 def oracle_terms(
@@ -65,9 +69,9 @@ def oracle_terms(
                 layer.reset_parameters()
     trained = [*model.decoder.film.parameters(), *model.decoder.reduces[0].parameters(), *model.projector.parameters()]
     optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.05)
-    images, masks, categories = load_captioned_masks(train_dir, max_categories)
+    images, masks, categories, vocabulary = load_captioned_masks(train_dir, max_categories)
     with torch.no_grad():
-        words = model.encode_text(list(CLASSES), "single")
+        words = model.encode_text(vocabulary, "single")
     generator = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     model.train()

@@ -10,9 +10,13 @@ from postprocess_reference import ReferenceBackend
 from benchmarks import cpu_benchmark
 from benchmarks.clipseg_init import SEEN_CLASSES, UNSEEN_CLASSES, referred_classes, train_clipseg_init
 from benchmarks.cpu_benchmark import (
+    DEFAULT_KEY,
+    DEFAULT_START,
+    EXPERIMENTS,
     FINETUNE_LR,
     METHODS,
     QUICK,
+    RECIPES,
     Benchmark,
     Outcome,
     Score,
@@ -21,7 +25,7 @@ from benchmarks.cpu_benchmark import (
     stage2_command,
     summarise,
 )
-from benchmarks.mccl_oracle import oracle_terms, run_terms
+from benchmarks.mccl_oracle import load_captioned_masks, oracle_terms, run_terms
 from benchmarks.stage1_clip import BENCHMARK_CLIP, train_clip
 from synseg_core.checkpoint import load_model
 from synseg_core.config import SynSegConfig
@@ -29,12 +33,13 @@ from synseg_core.data.benchmarks import get_dataset
 from synseg_core.data.synthetic import CLASSES, write_synthetic_dataset
 from synseg_core.evaluation.inference import SlidingWindow
 from synseg_core.evaluation.protocols import get_protocol
+from synseg_core.losses.mccl import TERMS
 from synseg_core.model.synseg import create_model
 from synseg_core.runtime.processing import sigmoid
 from synseg_core.runtime.segmenter import Segmenter
 from synseg_core.weights import load_clip_weights
 
-METHOD = {m.key: m for m in METHODS}
+METHOD = {m.key: m for m in RECIPES}
 
 
 def test_stage1_clip_trains_and_loads_into_the_frozen_synseg_towers(tmp_path):
@@ -90,6 +95,17 @@ def test_oracle_terms_are_the_four_finite_mccl_terms(stage1, tmp_path):
     for source in ("conditional", "visual"):
         terms = oracle_terms(data, tmp_path / "init", source, steps=2, batch_size=4)
         assert set(terms) == {"align", "cont", "back", "sep"} and all(np.isfinite(v) and v >= 0 for v in terms.values())
+
+
+def test_the_oracle_reads_web_captions_whose_words_without_a_region_get_an_empty_true_mask(stage1, tmp_path):
+    data, clip = stage1
+    web = write_synthetic_dataset(tmp_path / "web", 24, seed=3, progress=False, caption_style="web")
+    images, masks, categories, words = load_captioned_masks(web, max_categories=4)
+    assert words[:len(CLASSES)] == list(CLASSES) and len(words) > len(CLASSES)  # some captions name a word with no region
+    absent = categories >= len(CLASSES)
+    assert absent.any() and not (masks.unsqueeze(1) == categories[:, :, None, None])[absent].any()
+    train_clipseg_init(data, clip, tmp_path / "init", steps=1, batch_size=2, progress=False)
+    assert all(np.isfinite(v) for v in oracle_terms(web, tmp_path / "init", "visual", steps=2, batch_size=4).values())
 
 
 def test_run_terms_average_the_last_logged_steps(tmp_path):
@@ -151,10 +167,11 @@ def test_results_table_shows_seen_unseen_deltas_the_paper_direction_and_the_orac
     def scores(*values):
         return [Score(v, v - 5, v + 5, 50.0) for v in values]
 
-    per_seed = {"synseg_visual": scores(40.0, 42.0, 44.0), "no_sep": scores(35.0, 36.0, 37.0), "no_align": scores(43.0, 43.0, 43.0),
-                "maskclip": scores(30.0), "clipseg_init": scores(20.0)}
+    per_seed = {DEFAULT_KEY[k]: v for k, v in {
+        "synseg_visual": scores(40.0, 42.0, 44.0), "no_sep": scores(35.0, 36.0, 37.0), "no_align": scores(43.0, 43.0, 43.0),
+        "maskclip": scores(30.0), "clipseg_init": scores(20.0)}.items()}
     oracle = {"oracle, visual FSS": {"align": 0.5, "cont": 0.5, "back": 0.5, "sep": 0.5},
-              "synseg_visual": {"align": 0.25, "cont": 0.25, "back": 0.25, "sep": 0.25}}
+              DEFAULT_KEY["synseg_visual"]: {"align": 0.25, "cont": 0.25, "back": 0.25, "sep": 0.25}}
     outcome = Outcome(scores=per_seed, selectivity={k: (0.75, 0.25) for k in per_seed}, synseg_models={}, oracle=oracle,
                       stages={"stage1": {"loss_first": 4.0, "loss_last": 1.0}, "clipseg_init": {"loss_first": 0.7, "loss_last": 0.1}})
     invocations = [{"started": "2026-01-01 10:00 UTC", "minutes": 20.0, "load_start": 1.5, "load_end": 2.5},
@@ -163,13 +180,14 @@ def test_results_table_shows_seen_unseen_deltas_the_paper_direction_and_the_orac
                "cpus": 2, "scale": cpu_benchmark.asdict(QUICK), "stages": outcome.stages, "protocol": "protocol synthetic",
                "reading": cpu_benchmark.reading(outcome)}
     text = results_markdown(outcome, context)
-    assert ("| SynSeg, FSS on text-free features (fss_source=visual) | CLIPSeg stand-in | 42.00 ± 2.00 | 37.00 ± 2.00 | 47.00 ± 2.00 | "
+    assert ("| SynSeg, FSS on text-free features (fss_source=visual) | the attribute stand-in | 42.00 ± 2.00 | 37.00 ± 2.00 | 47.00 ± 2.00 | "
             "40.00, 42.00, 44.00 | 50.00 | 0.750 / 0.250 |") in text
     assert "| MaskCLIP (training-free dense CLIP) | (training-free) | 30.00 ± 0.00 |" in text
     assert "| L_sep | -6.00 (± 1.00) | -6.00 | -2.2 / -3.9 / -2.7 | yes (removing it hurts) |" in text
     assert "| L_align | +1.00 (± 0.00) | +1.00 | -0.4 / -0.7 / -0.4 | not resolved (within the seed spread) |" in text
     assert "| oracle, visual FSS | 0.500 | 0.500 | 0.500 | 0.500 | 2.000 |" in text
-    assert "- SynSeg (text-free FSS) beats the CLIPSeg stand-in in unseen-class mIoU (47.00 vs 25.00, Δ +22.00)." in text
+    assert "- SynSeg (text-free FSS) beats the attribute stand-in in unseen-class mIoU (47.00 vs 25.00, Δ +22.00)." in text
+    assert "referring phrases `--referring attributes`" in text and "(web captions: CC12M-like" in text
     assert "- SynSeg (text-free FSS) scores above MaskCLIP" not in text and "- SynSeg (text-free FSS) beats MaskCLIP in mIoU" in text
     assert "1.000 where SynSeg (text-free FSS) ends (below the true masks)" in text
     assert "Wall time: 30.0 min in 2 invocation(s)" in text and "| 2026-01-01 11:00 UTC | 10.0 | 0.5 | 1.0 |" in text
@@ -207,3 +225,39 @@ def test_baselines_only_scores_the_training_free_rows_without_any_stage2_trainin
     rows = [line for line in table.splitlines() if line.startswith("| ") and "(training-free)" in line]
     assert [row.split(" (")[0] for row in rows] == ["| MaskCLIP", "| NACLIP", "| ClearCLIP"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "clipseg_init_seed0").exists()
+
+
+def test_the_full_run_trains_every_recipe_in_the_default_setting_under_its_experiments_run_names():
+    rows = {m.key: m for m in METHODS}
+    assert DEFAULT_START == "clipseg_attr" and DEFAULT_START in rows and "clipseg_init" not in rows
+    for recipe in (m for m in RECIPES if m.trained):
+        row = rows[DEFAULT_KEY[recipe.key]]
+        assert row.captions == "web" and row.overrides == recipe.overrides and row.label == recipe.label
+        assert row.start == (DEFAULT_START if recipe.init == cpu_benchmark.CLIPSEG else "clipseg_init")
+    assert rows["no_sep_web_attr"].reference == "synseg_visual_web_attr"
+    assert rows["scratch_web"].init == cpu_benchmark.RANDOM
+    # The ablations experiment is the full run's rows (trained once when both share --out); so is the 8x8 row of resolution.
+    assert EXPERIMENTS["ablations"].methods == tuple(rows[k] for k in ("synseg_visual_web_attr", *(f"no_{t}_web_attr" for t in TERMS)))
+    assert EXPERIMENTS["resolution"].methods[0].key == "synseg_visual_web_attr"
+
+
+def test_the_demo_model_is_replaced_only_by_a_better_run(tmp_path, monkeypatch):
+    assets = tmp_path / "assets"
+    monkeypatch.setattr(cpu_benchmark, "ASSETS", assets)
+    benchmark = Benchmark(tmp_path / "out", QUICK)
+    assert benchmark.installed_demo() is None  # nothing installed: any run is installed
+    (assets / "demo_model").mkdir(parents=True)
+    (assets / "demo_model" / "model.safetensors").write_bytes(b"installed")
+    scored = []
+
+    def evaluate(name, arguments):
+        scored.append((name, arguments))
+        return {"miou": 13.5, "pixel_accuracy": 40.0, "per_class_iou": {}}
+
+    monkeypatch.setattr(benchmark, "evaluate", evaluate)
+    assert benchmark.installed_demo() == 13.5
+    name, arguments = scored[0]
+    assert name.startswith("installed_demo_") and arguments == ["-c", str(assets / "demo_model")]
+    (assets / "demo_model" / "model.safetensors").write_bytes(b"another")
+    benchmark.installed_demo()
+    assert scored[1][0] != name  # a changed model is scored again, not read from the old evaluation
