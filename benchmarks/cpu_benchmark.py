@@ -928,6 +928,16 @@ def install_assets(model: Path, eval_dir: Path) -> tuple[Path, int]:
     return demo, size
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(dict.fromkeys(int(part) for part in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if any(seed < 0 for seed in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be >= 0, got {text!r}")
+    return seeds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cpu_benchmark",
@@ -952,6 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", choices=tuple(EXPERIMENTS),
                         help="run one controlled experiment instead and write its section of the results file "
                         "(" + "; ".join(f"{e.name}: {e.question.split(':')[0].lower()}" for e in EXPERIMENTS.values()) + ")")
+    parser.add_argument("--seeds", type=_seeds, help="comma-separated seeds instead of the scale's (e.g. 0 for a first look at an "
+                        "experiment too slow for three; tables show how many seeds each row has)")
     parser.add_argument("--assets", action=argparse.BooleanOptionalAction, default=None,
                         help="install the best SynSeg seed as the demo model + sample scenes (default: on for full runs)")
     return parser
@@ -1007,6 +1019,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     scale = QUICK if args.quick else FULL
+    if args.seeds:
+        scale = replace(scale, seeds=args.seeds)
     out = args.out or REPO / ("bench_quick" if args.quick else "bench_out")
     results_path = args.results or (out / "RESULTS.md" if args.quick else REPO / "docs" / "RESULTS.md")
     assets = (not args.quick) if args.assets is None else args.assets

@@ -17,6 +17,16 @@ def test_unknown_experiment_is_a_usage_error():
         build_parser().parse_args(["--experiment", "nope"])
 
 
+def test_seeds_option_replaces_the_scales_seeds_and_rejects_what_is_not_a_seed_list(capsys):
+    assert build_parser().parse_args(["--seeds", "0"]).seeds == (0,)
+    assert build_parser().parse_args(["--seeds", "2,0,2"]).seeds == (2, 0)
+    assert build_parser().parse_args([]).seeds is None  # the scale's own
+    for bad in ("a", "0,-1", ""):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--seeds", bad])
+    assert "comma-separated" in capsys.readouterr().err
+
+
 def test_captions_experiment_crosses_both_caption_styles_with_both_fss_sources():
     methods = EXPERIMENTS["captions"].methods
     cells = {(m.captions, any("fss_source=visual" in o for o in m.overrides)) for m in methods}
