@@ -985,6 +985,12 @@ def write_baselines(benchmark: Benchmark, path: Path, start: float) -> int:
     return 0
 
 
+def command_line(argv: list[str] | None) -> str:
+    """The command as docs/RESULTS.md quotes it: absolute paths (this machine's) become OUT."""
+    return "python -m benchmarks.cpu_benchmark" + "".join(
+        " OUT" if Path(a).is_absolute() else f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+
+
 def write_experiment(benchmark: Benchmark, experiment: Experiment, results: Path, argv: list[str] | None, start: float) -> int:
     """Run (or resume) one experiment; write its section of ``results`` (and, for traced runs, the plot beside it)."""
     try:
@@ -998,8 +1004,7 @@ def write_experiment(benchmark: Benchmark, experiment: Experiment, results: Path
     invocations.append(round((time.perf_counter() - start) / 60, 2))
     invocations_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(invocations_path, invocations)
-    context = {"command": "python -m benchmarks.cpu_benchmark" + "".join(
-                   " OUT" if str(a).startswith("/") else f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+    context = {"command": command_line(argv),
                "minutes": sum(invocations), "invocations": len(invocations), "scale": asdict(benchmark.scale),
                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if outcome.traces:
@@ -1045,7 +1050,7 @@ def main(argv: list[str] | None = None) -> int:
                         "load_start": round(load_start, 2), "load_end": round(os.getloadavg()[0], 2)})
     write_json(invocations_path, invocations)
     context = {
-        "command": "python -m benchmarks.cpu_benchmark" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+        "command": command_line(argv),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_minutes": sum(i["minutes"] for i in invocations),
         "invocations": invocations,

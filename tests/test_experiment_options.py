@@ -103,3 +103,10 @@ def test_an_ablation_experiment_section_shows_the_deltas_next_to_the_paper(tmp_p
                                                      "scale": {"train_scenes": 1, "stage2_steps": 1, "stage2_batch": 1}})
     assert "| L_sep | -5.90 (± 0.10) | -2.00 | -2.2 / -3.9 / -2.7 | yes (removing it hurts) |" in text
     assert "| L_align | +0.00" in text
+
+
+def test_the_quoted_command_hides_this_machines_paths(tmp_path):
+    from benchmarks.cpu_benchmark import command_line
+
+    assert command_line(["--out", str(tmp_path), "--seeds", "0"]) == "python -m benchmarks.cpu_benchmark --out OUT --seeds 0"
+    assert command_line(["--out", "bench_out"]) == "python -m benchmarks.cpu_benchmark --out bench_out"
